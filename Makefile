@@ -1,0 +1,41 @@
+# Turnout: `make dev` runs it on this machine, `make test` tests it.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test lint dev models bench bench-rest bench-batch clean
+
+test: $(STAMP)  ## ruff, mypy and the whole suite: the one gate, the same in CI
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+dev: $(STAMP)  ## moto server + demo registry + chalice local + S3 event delivery
+	$(PY) -m tools.devstack
+
+models: $(STAMP)  ## rebuild the demo ONNX models in models/
+	$(PY) models/build.py
+
+bench: bench-rest bench-batch
+
+bench-rest: $(STAMP)
+	$(PY) -m bench.rest
+
+bench-batch: $(STAMP)
+	$(PY) -m bench.batch
+
+# The venv is rebuilt when it was made by an interpreter older than 3.12.
+$(PY):
+	@python=$$(tools/find-python) || exit 1; \
+	echo "creating $(VENV) with $$python"; \
+	"$$python" -m venv $(VENV)
+
+$(STAMP): $(PY) requirements.txt requirements-dev.txt pyproject.toml
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
+	  { echo "$(VENV) runs Python < 3.12: recreating it"; rm -rf $(VENV); $(MAKE) $(PY); }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e .
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

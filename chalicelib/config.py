@@ -1,0 +1,63 @@
+"""Settings: every knob is a ``TURNOUT_...`` environment variable, read once.
+
+Stages set them in ``.chalice/config.json``; the README documents each one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the functions and the CLI need to know about their deployment."""
+
+    model_bucket: str = ""
+    batch_bucket: str = ""
+    default_alias: str = "prod"
+    # How long a warm container trusts its copy of an alias document before it
+    # revalidates it with a conditional GET on the ETag.
+    alias_cache_seconds: float = 5.0
+    # Memory bound of the per-container session cache, counted in model bytes.
+    session_cache_bytes: int = 1024 * MIB
+    model_cache_dir: str = "/tmp/turnout-models"
+    max_model_bytes: int = 512 * MIB
+    # API Gateway and Lambda refuse synchronous payloads over 6 MB.
+    max_request_bytes: int = 6 * MIB
+    max_rows: int = 10_000
+    # Batch: rows predicted per session.run, and the size of output parts
+    # (S3 parts are at least 5 MiB, all but the last).
+    batch_rows_per_chunk: int = 50_000
+    batch_part_bytes: int = 8 * MIB
+    # Stop a batch job this long before the Lambda timeout, to write its manifest.
+    batch_safety_seconds: float = 20.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``TURNOUT_<FIELD>`` variables; unset ones keep their defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = env.get(f"TURNOUT_{field.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            default = field.default
+            try:
+                if isinstance(default, bool):
+                    values[field.name] = raw.lower() in {"1", "true", "yes"}
+                elif isinstance(default, int):
+                    values[field.name] = int(raw)
+                elif isinstance(default, float):
+                    values[field.name] = float(raw)
+                else:
+                    values[field.name] = raw
+            except ValueError:
+                raise ValueError(
+                    f"TURNOUT_{field.name.upper()}={raw!r} is not a valid "
+                    f"{type(default).__name__}"
+                ) from None
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,140 @@
+"""Domain errors. Each builds its message from its fields; none knows about HTTP.
+
+``chalicelib.http`` maps them to status codes in one table; the batch side writes
+them into manifests and error reports; the CLI prints them on one line.
+"""
+
+from __future__ import annotations
+
+
+class TurnoutError(Exception):
+    """Base of every error Turnout raises on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidNameError(TurnoutError):
+    def __init__(self, kind: str, value: str, reason: str) -> None:
+        super().__init__(f"invalid {kind} name {value!r}: {reason}")
+        self.kind = kind
+        self.value = value
+
+
+class InvalidModelError(TurnoutError):
+    """The file is not a model onnxruntime can load (or serve)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"not a loadable ONNX model: {reason}")
+
+
+class ModelTooLargeError(TurnoutError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"model file is {size} bytes, over the limit of {limit} bytes "
+            "(TURNOUT_MAX_MODEL_BYTES)"
+        )
+        self.size = size
+        self.limit = limit
+
+
+class NotFoundError(TurnoutError):
+    """Base of the errors for something that does not exist."""
+
+
+class ModelNotFoundError(NotFoundError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model {name!r} not found")
+        self.name = name
+
+
+class VersionNotFoundError(NotFoundError):
+    def __init__(self, name: str, version: int | str) -> None:
+        super().__init__(f"model {name!r} has no version {version}")
+        self.name = name
+        self.version = version
+
+
+class AliasNotFoundError(NotFoundError):
+    def __init__(self, name: str, alias: str) -> None:
+        super().__init__(f"model {name!r} has no alias {alias!r}")
+        self.name = name
+        self.alias = alias
+
+
+class RevisionNotFoundError(NotFoundError):
+    def __init__(self, name: str, alias: str, revision: int | str) -> None:
+        super().__init__(f"alias {name}@{alias} has no revision {revision}")
+
+
+class InvalidAliasError(TurnoutError):
+    """An alias update that breaks a rule (weights, shadow, versions named)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid alias: {reason}")
+
+
+class AliasConflictError(TurnoutError):
+    """Someone else changed the alias between our read and our write."""
+
+    def __init__(self, name: str, alias: str, revision: int | None) -> None:
+        now = "was created" if revision is None else f"is now at revision {revision}"
+        super().__init__(
+            f"alias {name}@{alias} changed concurrently and {now}: "
+            "read it again and retry"
+        )
+        self.name = name
+        self.alias = alias
+        self.revision = revision
+
+
+class VersionInUseError(TurnoutError):
+    def __init__(self, name: str, version: int, aliases: list[str]) -> None:
+        super().__init__(
+            f"version {version} of {name!r} is routed to by alias "
+            f"{', '.join(sorted(aliases))}: move the traffic away first"
+        )
+        self.aliases = aliases
+
+
+class ModelIntegrityError(TurnoutError):
+    """An artifact that does not match its manifest: never served."""
+
+    def __init__(self, name: str, version: int, reason: str) -> None:
+        super().__init__(
+            f"version {version} of {name!r} failed its integrity check: {reason}"
+        )
+        self.name = name
+        self.version = version
+
+
+class InvalidInputError(TurnoutError):
+    """Bad input to a prediction; ``field`` names where the problem is."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}" if field else problem)
+        self.field = field
+        self.problem = problem
+
+
+class PayloadTooLargeError(TurnoutError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"request body is {size} bytes, over the limit of {limit} bytes"
+        )
+
+
+class UnsupportedMediaTypeError(TurnoutError):
+    def __init__(self, content_type: str, supported: list[str]) -> None:
+        super().__init__(
+            f"content type {content_type!r} is not supported; "
+            f"send one of {', '.join(supported)}"
+        )
+
+
+class ModelExecutionError(TurnoutError):
+    """onnxruntime failed while running a version on inputs that passed the checks."""
+
+    def __init__(self, name: str, version: int, reason: str) -> None:
+        super().__init__(f"version {version} of {name!r} failed to run: {reason}")

@@ -1,0 +1,137 @@
+"""The manifest of a model version: what the registry promises about it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MANIFEST_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output: V2 datatype, shape with -1 for dynamic dimensions."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
+        return cls(
+            name=str(data["name"]),
+            datatype=str(data["datatype"]),
+            shape=tuple(int(d) for d in data["shape"]),
+        )
+
+
+@dataclass(frozen=True)
+class Signature:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.outputs if spec.name == name), None)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Written last when a version is registered: its presence commits the version."""
+
+    name: str
+    version: int
+    sha256: str
+    size: int
+    created_at: str
+    signature: Signature
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    labels: tuple[str, ...] | None = None
+    opset: dict[str, int] = field(default_factory=dict)
+    producer: dict[str, str] = field(default_factory=dict)
+    ir_version: int = 0
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.signature.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.signature.outputs
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["signature"]
+        data["inputs"] = [spec.to_dict() for spec in self.inputs]
+        data["outputs"] = [spec.to_dict() for spec in self.outputs]
+        data["labels"] = list(self.labels) if self.labels is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        labels = data.get("labels")
+        return cls(
+            name=str(data["name"]),
+            version=int(data["version"]),
+            sha256=str(data["sha256"]),
+            size=int(data["size"]),
+            created_at=str(data["created_at"]),
+            signature=Signature(
+                inputs=tuple(TensorSpec.from_dict(d) for d in data["inputs"]),
+                outputs=tuple(TensorSpec.from_dict(d) for d in data["outputs"]),
+            ),
+            description=str(data.get("description", "")),
+            tags={str(k): str(v) for k, v in data.get("tags", {}).items()},
+            labels=tuple(str(label) for label in labels) if labels else None,
+            opset={str(k): int(v) for k, v in data.get("opset", {}).items()},
+            producer={str(k): str(v) for k, v in data.get("producer", {}).items()},
+            ir_version=int(data.get("ir_version", 0)),
+            format=int(data.get("format", MANIFEST_FORMAT)),
+        )
+
+
+@dataclass(frozen=True)
+class ClassifierOutputs:
+    """The two outputs of a classifier: the predicted class and the probabilities."""
+
+    label: TensorSpec | None
+    probabilities: TensorSpec
+
+
+_LABEL_TYPES = frozenset({"INT64", "INT32", "BYTES"})
+_FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+
+
+def classifier_outputs(signature: Signature) -> ClassifierOutputs | None:
+    """Find a classifier's outputs: a 2-D float tensor named like probabilities
+    (or the only 2-D float output beside a label), and a 1-D label tensor.
+
+    None when the model does not look like a classifier (a regressor, say).
+    """
+    floats = [
+        spec
+        for spec in signature.outputs
+        if spec.datatype in _FLOAT_TYPES and len(spec.shape) == 2
+    ]
+    labels = [
+        spec
+        for spec in signature.outputs
+        if spec.datatype in _LABEL_TYPES and len(spec.shape) == 1
+    ]
+    named = [spec for spec in floats if "prob" in spec.name.lower()]
+    if named:
+        probabilities = named[0]
+    elif len(floats) == 1 and labels:
+        probabilities = floats[0]
+    else:
+        return None
+    return ClassifierOutputs(
+        label=labels[0] if labels else None, probabilities=probabilities
+    )

@@ -1,0 +1,330 @@
+"""The prediction core: resolve who answers, check the inputs, run, shadow.
+
+Called the same way by the REST protocols and by batch jobs; it never sees an
+HTTP request or an S3 event, and they never see onnxruntime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chalicelib.aliases import AliasCache, AliasDocument
+from chalicelib.datatypes import V2_TO_NUMPY
+from chalicelib.errors import (
+    AliasNotFoundError,
+    InvalidInputError,
+    ModelExecutionError,
+    ModelNotFoundError,
+)
+from chalicelib.manifest import Manifest, Signature, classifier_outputs
+from chalicelib.models import ModelCache
+from chalicelib.names import validate_alias_name, validate_model_name
+from chalicelib.registry import Registry
+from chalicelib.routing import choose_version, sample_shadow
+
+logger = logging.getLogger("turnout.predictions")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The version that answers a request, how it was chosen, and its shadow."""
+
+    manifest: Manifest
+    alias: str | None
+    shadow: Manifest | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> int:
+        return self.manifest.version
+
+
+@dataclass(frozen=True)
+class Prediction:
+    target: Target
+    outputs: dict[str, np.ndarray]
+    latency_ms: float
+
+
+def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """Raise InvalidInputError unless ``inputs`` fit the signature exactly:
+    every input present, none unknown, same rank, fixed dimensions equal,
+    the same batch size for all, and the datatype's numpy dtype."""
+    expected = {spec.name for spec in signature.inputs}
+    unknown = sorted(set(inputs) - expected)
+    if unknown:
+        raise InvalidInputError(
+            unknown[0], f"unknown input; the model takes {', '.join(sorted(expected))}"
+        )
+    batch_sizes: set[int] = set()
+    for spec in signature.inputs:
+        if spec.name not in inputs:
+            raise InvalidInputError(spec.name, "missing input")
+        array = inputs[spec.name]
+        if array.ndim != len(spec.shape):
+            raise InvalidInputError(
+                spec.name,
+                f"has {array.ndim} dimensions {list(array.shape)}, "
+                f"model expects {len(spec.shape)} {list(spec.shape)}",
+            )
+        for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
+            if want >= 0 and got != want:
+                what = "features per row" if axis == len(spec.shape) - 1 else "entries"
+                raise InvalidInputError(
+                    spec.name,
+                    f"has {got} {what} on axis {axis}, model expects {want}",
+                )
+        if spec.shape and spec.shape[0] < 0:
+            batch_sizes.add(array.shape[0])
+        wanted = V2_TO_NUMPY.get(spec.datatype)
+        if wanted is not None and array.dtype != wanted:
+            raise InvalidInputError(
+                spec.name, f"has dtype {array.dtype}, model expects {spec.datatype}"
+            )
+    if len(batch_sizes) > 1:
+        raise InvalidInputError(
+            "inputs", f"inputs have different row counts {sorted(batch_sizes)}"
+        )
+
+
+def primary_version(document: AliasDocument) -> int:
+    """The alias's heaviest version (the lowest number among equals)."""
+    return max(sorted(document.weights), key=lambda version: document.weights[version])
+
+
+class Predictor:
+    """Resolves versions through the registry and aliases, runs them, logs each run."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        aliases: AliasCache,
+        models: ModelCache,
+        *,
+        default_alias: str,
+        draw: Callable[[], float] = random.random,
+        shadow_workers: int = 1,
+    ) -> None:
+        self.registry = registry
+        self.aliases = aliases
+        self.models = models
+        self.default_alias = default_alias
+        self._draw = draw
+        self._manifests: dict[tuple[str, int], Manifest] = {}
+        self._lock = threading.Lock()
+        self._shadow_workers = shadow_workers
+        self._shadow_pool: ThreadPoolExecutor | None = None
+        self._shadow_futures: list[Future[None]] = []
+
+    # -- resolving -------------------------------------------------------------
+
+    def manifest(self, name: str, version: int) -> Manifest:
+        """A version's manifest, read once per container (manifests are immutable)."""
+        key = (name, version)
+        with self._lock:
+            cached = self._manifests.get(key)
+        if cached is not None:
+            return cached
+        manifest = self.registry.get_manifest(name, version)
+        with self._lock:
+            self._manifests[key] = manifest
+        return manifest
+
+    def alias(self, name: str, alias: str | None = None) -> AliasDocument:
+        """The alias document (the stage's default alias when ``alias`` is None).
+
+        ModelNotFoundError when the model does not exist at all.
+        """
+        validate_model_name(name)
+        alias = validate_alias_name(alias or self.default_alias)
+        try:
+            return self.aliases.get(name, alias)
+        except AliasNotFoundError:
+            if not self.registry.list_versions(name):
+                raise ModelNotFoundError(name) from None
+            raise
+
+    def resolve(
+        self,
+        name: str,
+        *,
+        version: int | None = None,
+        alias: str | None = None,
+        routing_key: str | None = None,
+    ) -> Target:
+        """Who answers: ``version`` if given, else the alias's weighted choice (by
+        ``routing_key`` when given, else at random), with its sampled shadow."""
+        if version is not None:
+            validate_model_name(name)
+            return Target(self.manifest(name, version), alias=None)
+        document = self.alias(name, alias)
+        chosen = choose_version(document.weights, routing_key, self._draw)
+        shadow = None
+        if document.shadow and sample_shadow(document.shadow.percent, self._draw):
+            shadow = self.manifest(name, document.shadow.version)
+        return Target(self.manifest(name, chosen), alias=document.alias, shadow=shadow)
+
+    def describe(
+        self, name: str, *, version: int | None = None, alias: str | None = None
+    ) -> Manifest:
+        """The manifest that speaks for a model: the version given, else the
+        alias's heaviest version."""
+        if version is not None:
+            validate_model_name(name)
+            return self.manifest(name, version)
+        return self.manifest(name, primary_version(self.alias(name, alias)))
+
+    # -- running ---------------------------------------------------------------
+
+    def run(
+        self,
+        target: Target,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        outputs: Sequence[str] | None = None,
+        request_id: str = "",
+    ) -> Prediction:
+        """Run the target version on ``inputs`` (checked against its signature) and
+        return the requested ``outputs`` (all when None); start its shadow copy."""
+        manifest = target.manifest
+        check_inputs(manifest.signature, inputs)
+        names = list(outputs) if outputs else [spec.name for spec in manifest.outputs]
+        for output in names:
+            if manifest.signature.output(output) is None:
+                known = ", ".join(spec.name for spec in manifest.outputs)
+                raise InvalidInputError(
+                    "outputs", f"unknown output {output!r}; the model has {known}"
+                )
+        started = time.perf_counter()
+        results = self._execute(manifest, names, inputs)
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        rows = _row_count(inputs)
+        logger.info(
+            json.dumps(
+                {
+                    "event": "prediction",
+                    "request_id": request_id,
+                    "model": manifest.name,
+                    "version": manifest.version,
+                    "alias": target.alias,
+                    "rows": rows,
+                    "latency_ms": round(latency_ms, 3),
+                    "shadow_version": target.shadow.version if target.shadow else None,
+                }
+            )
+        )
+        if target.shadow is not None:
+            self._start_shadow(target, inputs, results, request_id)
+        return Prediction(target=target, outputs=results, latency_ms=latency_ms)
+
+    def _execute(
+        self, manifest: Manifest, names: list[str], inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        session = self.models.get(manifest).session
+        try:
+            values = session.run(names, dict(inputs))
+        except Exception as error:  # onnxruntime raises its own unrelated types
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            if type(error).__name__ == "InvalidArgument":
+                raise InvalidInputError("inputs", reason) from None
+            raise ModelExecutionError(manifest.name, manifest.version, reason) from None
+        return dict(zip(names, (np.asarray(value) for value in values), strict=True))
+
+    def _start_shadow(
+        self,
+        target: Target,
+        inputs: Mapping[str, np.ndarray],
+        primary: dict[str, np.ndarray],
+        request_id: str,
+    ) -> None:
+        with self._lock:
+            if self._shadow_pool is None:
+                self._shadow_pool = ThreadPoolExecutor(
+                    self._shadow_workers, thread_name_prefix="turnout-shadow"
+                )
+            self._shadow_futures = [f for f in self._shadow_futures if not f.done()]
+            future = self._shadow_pool.submit(
+                self._run_shadow, target, dict(inputs), primary, request_id
+            )
+            self._shadow_futures.append(future)
+
+    def _run_shadow(
+        self,
+        target: Target,
+        inputs: dict[str, np.ndarray],
+        primary: dict[str, np.ndarray],
+        request_id: str,
+    ) -> None:
+        """Run the shadow and log how it compares; it never raises."""
+        assert target.shadow is not None
+        shadow = target.shadow
+        record: dict[str, Any] = {
+            "event": "shadow",
+            "request_id": request_id,
+            "model": shadow.name,
+            "version": target.version,
+            "shadow_version": shadow.version,
+            "alias": target.alias,
+            "rows": _row_count(inputs),
+        }
+        started = time.perf_counter()
+        try:
+            names = [spec.name for spec in shadow.outputs]
+            check_inputs(shadow.signature, inputs)
+            results = self._execute(shadow, names, inputs)
+            record["ok"] = True
+            record["agreement"] = agreement(target.manifest, primary, shadow, results)
+        except Exception as error:
+            record["ok"] = False
+            record["error"] = str(error) or type(error).__name__
+        record["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
+        logger.info(json.dumps(record))
+
+    def wait_for_shadows(self, timeout: float = 30.0) -> None:
+        """Block until the shadow runs started so far have finished."""
+        with self._lock:
+            pending = list(self._shadow_futures)
+        for future in pending:
+            future.result(timeout=timeout)
+
+
+def _row_count(inputs: Mapping[str, np.ndarray]) -> int:
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 0
+
+
+def agreement(
+    primary_manifest: Manifest,
+    primary: Mapping[str, np.ndarray],
+    shadow_manifest: Manifest,
+    shadow: Mapping[str, np.ndarray],
+) -> float | None:
+    """Share of rows where the shadow agrees with the primary: the same predicted
+    class for classifiers, a value within 1% for single-output regressors."""
+    ours = classifier_outputs(primary_manifest.signature)
+    theirs = classifier_outputs(shadow_manifest.signature)
+    if ours is not None and theirs is not None:
+        left = np.argmax(primary[ours.probabilities.name], axis=1)
+        right = np.argmax(shadow[theirs.probabilities.name], axis=1)
+        return float(np.mean(left == right)) if left.size else None
+    if len(primary) == 1 and len(shadow) == 1:
+        left = np.asarray(next(iter(primary.values())), dtype=np.float64).ravel()
+        right = np.asarray(next(iter(shadow.values())), dtype=np.float64).ravel()
+        if left.shape != right.shape or not left.size:
+            return None
+        return float(np.mean(np.isclose(left, right, rtol=0.01)))
+    return None

@@ -1,0 +1,57 @@
+"""Per-container wiring: settings, the S3 client and the predictor, built lazily
+once and kept while the container is warm. Tests call ``reset()`` to start over."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from chalicelib.aliases import AliasCache
+from chalicelib.config import Settings
+from chalicelib.models import ModelCache
+from chalicelib.predict import Predictor
+from chalicelib.registry import Registry
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@functools.cache
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@functools.cache
+def s3_client() -> S3Client:
+    """One S3 client per container; honours AWS_ENDPOINT_URL (moto locally)."""
+    import boto3
+
+    return boto3.client("s3")
+
+
+@functools.cache
+def registry() -> Registry:
+    config = settings()
+    return Registry(
+        s3_client(), config.model_bucket, max_model_bytes=config.max_model_bytes
+    )
+
+
+@functools.cache
+def predictor() -> Predictor:
+    config = settings()
+    store = registry()
+    return Predictor(
+        store,
+        AliasCache(s3_client(), config.model_bucket, config.alias_cache_seconds),
+        ModelCache(
+            store.fetch_artifact, config.model_cache_dir, config.session_cache_bytes
+        ),
+        default_alias=config.default_alias,
+    )
+
+
+def reset() -> None:
+    """Forget everything built so far (the next call reads the environment again)."""
+    for factory in (settings, s3_client, registry, predictor):
+        factory.cache_clear()

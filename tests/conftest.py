@@ -1,0 +1,72 @@
+"""Shared fixtures: fake AWS credentials, moto, a registry with the demo models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.aliases import AliasStore
+from chalicelib.registry import Registry
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+MODEL_BUCKET = "turnout-models-test"
+BATCH_BUCKET = "turnout-batch-test"
+
+# Hermetic: never reach a real AWS account, whatever the developer's shell has.
+for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+    os.environ.pop(variable, None)
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+)
+
+
+def model_bytes(filename: str) -> bytes:
+    """A demo model from models/ (iris-v1.onnx, iris-v2.onnx, diabetes.onnx)."""
+    return (MODELS / filename).read_bytes()
+
+
+@pytest.fixture
+def s3() -> Iterator[S3Client]:
+    """An S3 client on a fresh in-process moto backend, with both buckets."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=MODEL_BUCKET)
+        client.create_bucket(Bucket=BATCH_BUCKET)
+        yield client
+
+
+@pytest.fixture
+def registry(s3: S3Client) -> Registry:
+    return Registry(s3, MODEL_BUCKET, max_model_bytes=1024 * 1024)
+
+
+@pytest.fixture
+def aliases(registry: Registry) -> AliasStore:
+    return AliasStore(registry)
+
+
+@pytest.fixture
+def demo_registry(registry: Registry, aliases: AliasStore) -> Registry:
+    """iris v1 (logistic regression), iris v2 (gradient boosting), diabetes v1;
+    aliases iris@prod = {1: 90, 2: 10} and diabetes@prod = {1: 100}."""
+    registry.register("iris", model_bytes("iris-v1.onnx"), description="logistic")
+    registry.register("iris", model_bytes("iris-v2.onnx"), description="boosting")
+    registry.register("diabetes", model_bytes("diabetes.onnx"))
+    aliases.set_routing("iris", "prod", {1: 90, 2: 10}, actor="tests")
+    aliases.set_routing("diabetes", "prod", {1: 100}, actor="tests")
+    return registry
