@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
-MODEL_BUCKET = "turnout-models-test"
-BATCH_BUCKET = "turnout-batch-test"
+MODEL_BUCKET = "turnout-models-dev"  # the dev stage's, as chalice.test sees it
+BATCH_BUCKET = "turnout-batch-dev"
 
 # Hermetic: never reach a real AWS account, whatever the developer's shell has.
 for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
