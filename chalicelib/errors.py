@@ -29,6 +29,13 @@ class InvalidModelError(TurnoutError):
         super().__init__(f"not a loadable ONNX model: {reason}")
 
 
+class InvalidLabelsError(InvalidModelError):
+    """Class labels that do not fit the model (it loads, but cannot be named so)."""
+
+    def __init__(self, reason: str) -> None:
+        TurnoutError.__init__(self, f"invalid labels: {reason}")
+
+
 class ModelTooLargeError(TurnoutError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(
@@ -79,7 +86,7 @@ class AliasConflictError(TurnoutError):
     """Someone else changed the alias between our read and our write."""
 
     def __init__(self, name: str, alias: str, revision: int | None) -> None:
-        now = "was created" if revision is None else f"is now at revision {revision}"
+        now = "does not exist" if revision is None else f"is now at revision {revision}"
         super().__init__(
             f"alias {name}@{alias} changed concurrently and {now}: "
             "read it again and retry"
@@ -125,6 +132,18 @@ class PayloadTooLargeError(TurnoutError):
         )
 
 
+class TooManyRowsError(TurnoutError):
+    """More rows in one on-demand request than TURNOUT_MAX_ROWS allows."""
+
+    def __init__(self, field: str, rows: int, limit: int) -> None:
+        super().__init__(
+            f"{field}: {rows} rows, over the limit of {limit} per request "
+            "(TURNOUT_MAX_ROWS): split the request, or run a batch job"
+        )
+        self.rows = rows
+        self.limit = limit
+
+
 class UnsupportedMediaTypeError(TurnoutError):
     def __init__(self, content_type: str, supported: list[str]) -> None:
         super().__init__(
@@ -138,3 +157,33 @@ class ModelExecutionError(TurnoutError):
 
     def __init__(self, name: str, version: int, reason: str) -> None:
         super().__init__(f"version {version} of {name!r} failed to run: {reason}")
+
+
+class BatchFileError(TurnoutError):
+    """A batch file that cannot be processed at all: its job fails with this reason
+    (unknown format, not UTF-8, no column matches the model's inputs...)."""
+
+
+class BatchKeyError(BatchFileError):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(
+            f"key {key!r} {reason}: upload to incoming/{{model}}/{{file}}, "
+            "incoming/{model}@{alias}/{file} or incoming/{model}@{version}/{file}"
+        )
+        self.key = key
+
+
+class BatchTimeLimitError(BatchFileError):
+    """The function's time limit came before the end of the file."""
+
+    def __init__(self, seconds: float, done: int, size: int, rows: int) -> None:
+        share = f" ({100 * done / size:.0f}%)" if size else ""
+        super().__init__(
+            f"the file did not fit in the function's time limit: stopped after "
+            f"{seconds:.0f} s with {done} of {size} bytes read{share} and {rows} "
+            "rows predicted; split it into smaller files"
+        )
+        self.seconds = seconds
+        self.done = done
+        self.size = size
+        self.rows = rows

@@ -45,11 +45,16 @@ def validate_alias_name(alias: str) -> str:
 def parse_version(value: str | int) -> int:
     """A version is a positive integer; '3' and 3 both give 3."""
     text = str(value).strip()
-    if not text.isdigit() or int(text) < 1 or (len(text) > 1 and text[0] == "0"):
+    if not _is_ascii_number(text) or int(text) < 1 or text.startswith("0"):
         raise InvalidNameError("version", text, "a version is a positive integer")
     return int(text)
 
 
 def is_version(value: str) -> bool:
     """True when ``value`` reads as a version number rather than an alias."""
-    return value.isdigit()
+    return _is_ascii_number(value)
+
+
+def _is_ascii_number(text: str) -> bool:
+    # isdigit() alone accepts '\u00b2' (int() refuses it) and '\u0661' (int() reads 1).
+    return text.isascii() and text.isdigit()

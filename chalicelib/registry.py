@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import (
-    InvalidModelError,
+    InvalidLabelsError,
     ModelNotFoundError,
     ModelTooLargeError,
     VersionNotFoundError,
@@ -104,8 +104,8 @@ class Registry:
         """Store ``data`` as the next version of ``name`` and return its manifest.
 
         Refuses, writing nothing: an invalid name (InvalidNameError), a file over
-        the size limit (ModelTooLargeError), a file onnxruntime cannot load or
-        labels that do not fit the model (InvalidModelError).
+        the size limit (ModelTooLargeError), a file onnxruntime cannot load
+        (InvalidModelError), labels that do not fit the model (InvalidLabelsError).
         """
         validate_model_name(name)
         if len(data) > self.max_model_bytes:
@@ -263,18 +263,18 @@ def _base64_sha256(data: bytes) -> str:
 def _check_labels(labels: list[str], signature: Signature) -> list[str]:
     labels = [label.strip() for label in labels]
     if not labels or any(not label for label in labels):
-        raise InvalidModelError("labels must be a non-empty list of non-empty names")
+        raise InvalidLabelsError("labels must be a non-empty list of non-empty names")
     if len(set(labels)) != len(labels):
-        raise InvalidModelError("labels must be distinct")
+        raise InvalidLabelsError("labels must be distinct")
     outputs = classifier_outputs(signature)
     if outputs is None:
-        raise InvalidModelError(
+        raise InvalidLabelsError(
             "labels were given but the model has no probabilities output "
             "(a 2-D float tensor) to name"
         )
     classes = outputs.probabilities.shape[-1]
     if classes > 0 and classes != len(labels):
-        raise InvalidModelError(
+        raise InvalidLabelsError(
             f"{len(labels)} labels given, the model's "
             f"{outputs.probabilities.name!r} output has {classes} classes"
         )

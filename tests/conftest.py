@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -41,7 +42,31 @@ def model_bytes(filename: str) -> bytes:
 
 
 @pytest.fixture
-def s3() -> Iterator[S3Client]:
+def atomic_s3_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make moto handle one S3 request at a time, atomically, as S3 does.
+
+    moto 5.2.5 checks ``IfNoneMatch`` / ``IfMatch`` and then writes, so two
+    threads can both pass the check and the second write silently wins; and an
+    overwrite closes the old object's buffer while another thread may be reading
+    it. Without this, the race tests would test moto's thread safety, not Turnout.
+    """
+    from moto.s3.responses import S3Response
+
+    lock = threading.RLock()  # a key request may dispatch to a bucket request
+
+    def serialised(handler: Any) -> Any:
+        def handle(self: S3Response, *args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return handler(self, *args, **kwargs)
+
+        return handle
+
+    for name in ("bucket_response", "key_response"):
+        monkeypatch.setattr(S3Response, name, serialised(getattr(S3Response, name)))
+
+
+@pytest.fixture
+def s3(atomic_s3_requests: None) -> Iterator[S3Client]:
     """An S3 client on a fresh in-process moto backend, with both buckets."""
     with mock_aws():
         client = boto3.client("s3", region_name="us-east-1")

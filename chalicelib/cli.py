@@ -1,0 +1,665 @@
+"""The ``turnout`` command: the model registry and its aliases from a shell.
+
+A thin layer over ``Registry`` and ``AliasStore``: each command parses its
+arguments, calls one method and prints the result, as lines and tables for people
+or, with ``--json``, as one JSON document for scripts. Every error ends the
+command with exit status 1 (2 for a usage error) and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.aliases import AliasDocument, AliasStore, Revision, Shadow
+from chalicelib.config import Settings
+from chalicelib.errors import (
+    InvalidNameError,
+    ModelNotFoundError,
+    ModelTooLargeError,
+    TurnoutError,
+)
+from chalicelib.manifest import Manifest, TensorSpec
+from chalicelib.names import parse_version
+from chalicelib.registry import Registry, error_code
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# -- argument parsing (pure) ---------------------------------------------------
+
+
+def _positive_integer(text: str, what: str) -> int:
+    try:
+        return parse_version(text)
+    except InvalidNameError:
+        raise ValueError(f"{what} {text!r} is not a positive integer") from None
+
+
+def _number(text: str, what: str) -> float:
+    """'90' -> 90, '2.5' -> 2.5: whole numbers stay integers in the alias document."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not a number") from None
+    return int(value) if value.is_integer() else value
+
+
+def parse_version_argument(text: str) -> int:
+    """'3' -> 3; ValueError unless ``text`` is a positive integer."""
+    return _positive_integer(text, "version")
+
+
+def parse_weight(text: str) -> tuple[int, float]:
+    """'1=90' -> (1, 90): a version and its weight; ValueError otherwise.
+
+    Only the syntax is checked here; the alias rules (non-negative weights with a
+    positive sum) are the core's (``validate_routing``).
+    """
+    version, separator, weight = text.partition("=")
+    if not separator:
+        raise ValueError(f"{text!r} is not VERSION=WEIGHT (for example 1=90)")
+    return _positive_integer(version, "version"), _number(weight, "weight")
+
+
+def parse_weights(texts: Sequence[str]) -> dict[int, float]:
+    """('1=90', '2=10') -> {1: 90, 2: 10}; each version at most once."""
+    weights: dict[int, float] = {}
+    for text in texts:
+        version, weight = parse_weight(text)
+        if version in weights:
+            raise ValueError(f"version {version} is given more than once")
+        weights[version] = weight
+    return weights
+
+
+def parse_shadow(text: str) -> Shadow:
+    """'3:5' -> Shadow(version=3, percent=5): version 3 gets a copy of 5 %."""
+    version, separator, percent = text.partition(":")
+    if not separator:
+        raise ValueError(f"{text!r} is not VERSION:PERCENT (for example 3:5)")
+    return Shadow(
+        _positive_integer(version, "shadow version"),
+        _number(percent.removesuffix("%"), "shadow percentage"),
+    )
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """'team=ml' -> ('team', 'ml'); the key must not be empty, the value may be."""
+    key, separator, value = text.partition("=")
+    if not separator or not key.strip():
+        raise ValueError(f"{text!r} is not KEY=VALUE (for example team=ml)")
+    return key.strip(), value.strip()
+
+
+def parse_tags(texts: Sequence[str]) -> dict[str, str]:
+    """('a=1', 'b=2') -> {'a': '1', 'b': '2'}; each key at most once."""
+    tags: dict[str, str] = {}
+    for text in texts:
+        key, value = parse_tag(text)
+        if key in tags:
+            raise ValueError(f"tag {key!r} is given more than once")
+        tags[key] = value
+    return tags
+
+
+def parse_labels(text: str) -> list[str]:
+    """'a, b,c' -> ['a', 'b', 'c']; the registry checks them against the model."""
+    return [label.strip() for label in text.split(",")]
+
+
+def _using[T](
+    parse: Callable[[Any], T],
+) -> Callable[[click.Context, click.Parameter, Any], T | None]:
+    """A click callback that parses a value with ``parse`` (None stays None)."""
+
+    def callback(
+        context: click.Context, parameter: click.Parameter, value: Any
+    ) -> T | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as error:
+            raise click.BadParameter(str(error)) from None
+
+    return callback
+
+
+# -- output --------------------------------------------------------------------
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """Left-aligned columns two spaces apart; empty cells show as '-'."""
+    cells = [list(headers)] + [
+        [str(value) if value not in (None, "") else "-" for value in row]
+        for row in rows
+    ]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
+    return [
+        "  ".join(
+            cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+        ).rstrip()
+        for row in cells
+    ]
+
+
+def _quantity(value: float) -> str:
+    """90 -> '90', 90.0 -> '90', 2.5 -> '2.5': as an operator would type it."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def format_routing(weights: Mapping[int, float]) -> str:
+    """{1: 90, 2: 10} -> '1=90 2=10', the syntax ``alias set`` takes."""
+    return " ".join(f"{v}={_quantity(w)}" for v, w in sorted(weights.items()))
+
+
+def format_shadow(shadow: Shadow | None) -> str:
+    """Shadow(3, 5) -> '3:5', the syntax ``--shadow`` takes; '' for none."""
+    return f"{shadow.version}:{_quantity(shadow.percent)}" if shadow else ""
+
+
+def alias_lines(document: AliasDocument) -> list[str]:
+    """An alias for people: its revision, who changed it and why, its traffic."""
+    current = document.current
+    total = sum(document.weights.values())
+    lines = [
+        f"{document.name}@{document.alias} revision {current.revision}",
+        f"  updated  {current.updated_at} by {current.actor}",
+    ]
+    if current.reason:
+        lines.append(f"  reason   {current.reason}")
+    lines += format_table(
+        ["VERSION", "WEIGHT", "TRAFFIC"],
+        [
+            (version, _quantity(weight), f"{100 * weight / total:.4g}%")
+            for version, weight in sorted(document.weights.items())
+        ],
+    )
+    if document.shadow:
+        lines.append(
+            f"shadow: version {document.shadow.version} gets a copy of "
+            f"{_quantity(document.shadow.percent)}% of the requests"
+        )
+    return lines
+
+
+def _specs(specs: Sequence[TensorSpec]) -> list[str]:
+    return [
+        "  " + line
+        for line in format_table(
+            ["NAME", "DATATYPE", "SHAPE"],
+            [(s.name, s.datatype, f"[{', '.join(map(str, s.shape))}]") for s in specs],
+        )
+    ]
+
+
+def manifest_lines(manifest: Manifest) -> list[str]:
+    """A version for people: provenance, integrity and signature."""
+    producer = " ".join(part for part in manifest.producer.values() if part)
+    fields = [
+        ("description", manifest.description),
+        ("created", manifest.created_at),
+        ("size", f"{manifest.size} bytes"),
+        ("sha256", manifest.sha256),
+        ("producer", producer),
+        ("opset", ", ".join(f"{d} {v}" for d, v in sorted(manifest.opset.items()))),
+        ("ir version", str(manifest.ir_version)),
+        ("tags", ", ".join(f"{k}={v}" for k, v in sorted(manifest.tags.items()))),
+        ("labels", ", ".join(manifest.labels or ())),
+    ]
+    width = max(len(key) for key, _ in fields)
+    return (
+        [f"{manifest.name} version {manifest.version}"]
+        + [f"  {key.ljust(width)}  {value or '-'}" for key, value in fields]
+        + ["inputs"]
+        + _specs(manifest.inputs)
+        + ["outputs"]
+        + _specs(manifest.outputs)
+    )
+
+
+# -- the commands --------------------------------------------------------------
+
+
+def default_actor() -> str:
+    """Who is changing an alias when --actor is not given: the user, else 'unknown'."""
+    try:
+        return getpass.getuser() or "unknown"
+    except Exception:  # no USER variable and no passwd entry (some containers)
+        return "unknown"
+
+
+def s3_client(endpoint_url: str | None) -> S3Client:
+    """An S3 client on ``endpoint_url`` (None: AWS itself); tests replace this."""
+    import boto3
+
+    # A boto3 session of its own: the default one caches the credentials it found.
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None)
+
+
+@dataclass
+class Session:
+    """What the global options decide; the registry is built on first use."""
+
+    bucket: str | None
+    endpoint_url: str | None
+    as_json: bool
+
+    @cached_property
+    def registry(self) -> Registry:
+        if not self.bucket:
+            raise click.ClickException(
+                "no bucket: pass --bucket or set TURNOUT_MODEL_BUCKET"
+            )
+        settings = Settings.from_env()
+        return Registry(
+            s3_client(self.endpoint_url),
+            self.bucket,
+            max_model_bytes=settings.max_model_bytes,
+        )
+
+    @cached_property
+    def aliases(self) -> AliasStore:
+        return AliasStore(self.registry)
+
+    def emit(self, payload: Any, lines: Iterable[str]) -> None:
+        """Print ``payload`` as JSON with --json, else the human ``lines``."""
+        if self.as_json:
+            click.echo(json.dumps(payload, indent=2))
+        else:
+            for line in lines:
+                click.echo(line)
+
+    def emit_alias(self, document: AliasDocument) -> None:
+        self.emit(document.to_dict(), alias_lines(document))
+
+
+pass_session = click.make_pass_decorator(Session)
+
+actor_option = click.option(
+    "--actor",
+    default=default_actor,
+    show_default="the current user",
+    help="Who makes the change, recorded in the alias history.",
+)
+
+
+reason_option = click.option(
+    "--reason", default="", help="Why, recorded in the alias history."
+)
+
+
+version_argument = click.argument("version", callback=_using(parse_version_argument))
+
+
+class TurnoutGroup(click.Group):
+    """A group whose errors are one line on stderr, never a traceback."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        **extra: Any,
+    ) -> NoReturn:
+        extra["standalone_mode"] = False
+        try:
+            result = super().main(args, prog_name, **extra)
+        except click.exceptions.NoArgsIsHelpError as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except click.UsageError as error:
+            hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+            _fail(error.format_message() + hint, error.exit_code)
+        except click.ClickException as error:
+            _fail(error.format_message(), error.exit_code)
+        except click.Abort:
+            _fail("aborted", 1)
+        except TurnoutError as error:
+            _fail(error.message, 1)
+        except ClientError as error:
+            _fail(describe_client_error(error), 1)
+        except (BotoCoreError, OSError, ValueError) as error:
+            _fail(str(error) or type(error).__name__, 1)
+        except Exception as error:
+            _fail(f"unexpected {type(error).__name__}: {error}", 1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def describe_client_error(error: ClientError) -> str:
+    """One line for an S3 error, naming the bucket when it is the problem."""
+    if error_code(error) == "NoSuchBucket":
+        bucket = error.response.get("Error", {}).get("BucketName")
+        named = f"bucket {bucket!r}" if bucket else "the bucket"
+        return f"{named} does not exist (NoSuchBucket)"
+    return str(error)
+
+
+def _fail(message: str, exit_code: int) -> NoReturn:
+    click.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(exit_code)
+
+
+@click.group(cls=TurnoutGroup, name="turnout")
+@click.option(
+    "--bucket",
+    envvar="TURNOUT_MODEL_BUCKET",
+    show_envvar=True,
+    help="The registry's S3 bucket.",
+)
+@click.option(
+    "--endpoint-url",
+    envvar="AWS_ENDPOINT_URL",
+    show_envvar=True,
+    help="Another S3 endpoint, such as a local moto server.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def cli(
+    context: click.Context, bucket: str | None, endpoint_url: str | None, as_json: bool
+) -> None:
+    """Register ONNX models and route their traffic with weighted aliases."""
+    context.obj = Session(bucket=bucket, endpoint_url=endpoint_url, as_json=as_json)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--description", default="", help="What this version is.")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    callback=_using(parse_tags),
+    help="A tag to keep in the manifest (repeatable).",
+)
+@click.option(
+    "--labels",
+    metavar="A,B,C",
+    callback=_using(parse_labels),
+    help="Class names, one per probability column (default: the model's own).",
+)
+@pass_session
+def register(
+    session: Session,
+    name: str,
+    file: Path,
+    description: str,
+    tags: dict[str, str],
+    labels: list[str] | None,
+) -> None:
+    """Store FILE as the next version of model NAME and print its number."""
+    registry = session.registry
+    size = file.stat().st_size
+    if size > registry.max_model_bytes:
+        raise ModelTooLargeError(size, registry.max_model_bytes)
+    manifest = registry.register(
+        name, file.read_bytes(), description=description, tags=tags, labels=labels
+    )
+    session.emit(
+        manifest.to_dict(), [f"registered {manifest.name} version {manifest.version}"]
+    )
+
+
+@cli.command()
+@pass_session
+def models(session: Session) -> None:
+    """List the models, their versions and aliases."""
+    rows = [
+        (
+            name,
+            session.registry.list_versions(name),
+            [document.alias for document in session.aliases.list_aliases(name)],
+        )
+        for name in session.registry.list_models()
+    ]
+    session.emit(
+        [
+            {"name": name, "versions": numbers, "aliases": aliases}
+            for name, numbers, aliases in rows
+        ],
+        format_table(
+            ["MODEL", "VERSIONS", "LATEST", "ALIASES"],
+            [
+                (name, len(numbers), numbers[-1], ", ".join(aliases))
+                for name, numbers, aliases in rows
+            ],
+        )
+        if rows
+        else ["no models"],
+    )
+
+
+@cli.command()
+@click.argument("name")
+@pass_session
+def versions(session: Session, name: str) -> None:
+    """List the versions of model NAME and the aliases routing to each."""
+    numbers = session.registry.list_versions(name)
+    if not numbers:
+        raise ModelNotFoundError(name)
+    documents = session.aliases.list_aliases(name)
+    rows = []
+    for number in numbers:
+        manifest = session.registry.get_manifest(name, number)
+        routed_by = [d.alias for d in documents if number in d.current.versions()]
+        rows.append((manifest, routed_by))
+    session.emit(
+        [{**manifest.to_dict(), "aliases": routed_by} for manifest, routed_by in rows],
+        format_table(
+            ["VERSION", "CREATED", "SIZE", "SHA256", "DESCRIPTION", "ALIASES"],
+            [
+                (
+                    m.version,
+                    m.created_at,
+                    m.size,
+                    m.sha256[:12],
+                    m.description,
+                    ", ".join(routed_by),
+                )
+                for m, routed_by in rows
+            ],
+        ),
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("version", required=False, callback=_using(parse_version_argument))
+@pass_session
+def describe(session: Session, name: str, version: int | None) -> None:
+    """Show the manifest of a version of NAME (by default the latest)."""
+    if version is None:
+        manifest = session.registry.latest_manifest(name)
+    else:
+        manifest = session.registry.get_manifest(name, version)
+    session.emit(manifest.to_dict(), manifest_lines(manifest))
+
+
+@cli.command()
+@click.argument("name")
+@version_argument
+@pass_session
+def delete(session: Session, name: str, version: int) -> None:
+    """Delete a VERSION of NAME that no alias routes to. Its number is not reused."""
+    session.aliases.delete_version(name, version)
+    session.emit(
+        {"name": name, "version": version, "deleted": True},
+        [f"deleted {name} version {version}"],
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("alias")
+@version_argument
+@reason_option
+@actor_option
+@pass_session
+def promote(
+    session: Session, name: str, alias: str, version: int, reason: str, actor: str
+) -> None:
+    """Send all of ALIAS's traffic to VERSION (dropping its shadow)."""
+    session.emit_alias(
+        session.aliases.promote(name, alias, version, actor=actor, reason=reason)
+    )
+
+
+@cli.group()
+def alias() -> None:
+    """Weighted aliases: set, show, list, history, rollback."""
+
+
+@alias.command("set")
+@click.argument("name")
+@click.argument("alias")
+@click.argument(
+    "weights",
+    nargs=-1,
+    required=True,
+    metavar="VERSION=WEIGHT...",
+    callback=_using(parse_weights),
+)
+@click.option(
+    "--shadow",
+    metavar="VERSION:PERCENT",
+    callback=_using(parse_shadow),
+    help="Copy PERCENT % of the requests to VERSION; its answers are discarded.",
+)
+@click.option(
+    "--expected-revision",
+    type=click.IntRange(min=0),
+    help="Refuse (conflict) unless the alias is at this revision (0: new alias).",
+)
+@reason_option
+@actor_option
+@pass_session
+def alias_set(
+    session: Session,
+    name: str,
+    alias: str,
+    weights: dict[int, float],
+    shadow: Shadow | None,
+    expected_revision: int | None,
+    reason: str,
+    actor: str,
+) -> None:
+    """Route ALIAS of NAME by weights, for example: prod 1=90 2=10."""
+    session.emit_alias(
+        session.aliases.set_routing(
+            name,
+            alias,
+            weights,
+            shadow=shadow,
+            actor=actor,
+            reason=reason,
+            expected_revision=expected_revision,
+        )
+    )
+
+
+@alias.command("show")
+@click.argument("name")
+@click.argument("alias")
+@pass_session
+def alias_show(session: Session, name: str, alias: str) -> None:
+    """Show ALIAS's current routing."""
+    session.emit_alias(session.aliases.get(name, alias))
+
+
+@alias.command("list")
+@click.argument("name")
+@pass_session
+def alias_list(session: Session, name: str) -> None:
+    """List the aliases of NAME and their routing."""
+    documents = session.aliases.list_aliases(name)
+    if not documents and not session.registry.list_versions(name):
+        raise ModelNotFoundError(name)
+    table = format_table(
+        ["ALIAS", "REVISION", "ROUTING", "SHADOW", "UPDATED", "ACTOR"],
+        [
+            (
+                d.alias,
+                d.revision,
+                format_routing(d.weights),
+                format_shadow(d.shadow),
+                d.current.updated_at,
+                d.current.actor,
+            )
+            for d in documents
+        ],
+    )
+    session.emit(
+        [d.to_dict() for d in documents],
+        table if documents else [f"{name} has no aliases"],
+    )
+
+
+@alias.command("history")
+@click.argument("name")
+@click.argument("alias")
+@pass_session
+def alias_history(session: Session, name: str, alias: str) -> None:
+    """Every revision of ALIAS, oldest first: when, who, routing, why."""
+    history: Sequence[Revision] = session.aliases.get(name, alias).history
+    session.emit(
+        [revision.to_dict() for revision in history],
+        format_table(
+            ["REVISION", "UPDATED", "ACTOR", "ROUTING", "SHADOW", "REASON"],
+            [
+                (
+                    r.revision,
+                    r.updated_at,
+                    r.actor,
+                    format_routing(r.weights),
+                    format_shadow(r.shadow),
+                    r.reason,
+                )
+                for r in history
+            ],
+        ),
+    )
+
+
+@alias.command("rollback")
+@click.argument("name")
+@click.argument("alias")
+@click.option(
+    "--to",
+    "to_revision",
+    type=click.IntRange(min=1),
+    metavar="REVISION",
+    help="The revision to restore (default: the one before the current).",
+)
+@reason_option
+@actor_option
+@pass_session
+def alias_rollback(
+    session: Session,
+    name: str,
+    alias: str,
+    to_revision: int | None,
+    reason: str,
+    actor: str,
+) -> None:
+    """Restore an earlier revision of ALIAS as a new revision."""
+    session.emit_alias(
+        session.aliases.rollback(
+            name, alias, actor=actor, reason=reason, to_revision=to_revision
+        )
+    )
+
+
+def main() -> NoReturn:
+    """The console script's entry point."""
+    cli.main(prog_name="turnout")
