@@ -4,8 +4,11 @@ With a routing key the choice is weighted rendezvous hashing: every version gets
 the score ``-ln(u) / weight`` where ``u`` is a hash of (key, version) in (0, 1],
 and the lowest score wins. A version wins with probability weight / total, and
 when one version's weight grows while the others' stay or shrink, every key that
-was on it stays on it: only keys from the other versions move, and only to it.
-This holds for any number of versions, unlike cumulative ranges.
+was on it stays on it. When the others keep their weights, or shrink in the same
+proportion (the usual canary step), only keys moving to it change, for any number
+of versions, unlike cumulative ranges. When the others shrink unevenly, some keys
+also move among them: no rule that decides from the key and the weights alone can
+avoid that for every change of three or more versions.
 """
 
 from __future__ import annotations

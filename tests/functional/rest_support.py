@@ -1,0 +1,97 @@
+"""Helpers for the REST tests: a Chalice test client on fresh per-test wiring."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from chalice.test import Client, HTTPResponse
+
+from app import app
+from chalicelib import models, service
+from chalicelib import registry as registry_module
+from chalicelib.config import Settings
+from tests.conftest import ROOT
+
+IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+
+
+def serving_client(request: pytest.FixtureRequest, **changes: Any) -> Iterator[Client]:
+    """A test client on the dev stage, over the demo registry, whose container
+    state starts empty.
+
+    The stage's environment (``.chalice/config.json``) is applied per request and
+    wins over the test's own, so the model cache directory (and any ``changes``)
+    are set on the settings themselves: each test gets its own /tmp.
+    """
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    cache_dir = request.getfixturevalue("tmp_path") / "models"
+    remember_inspections(monkeypatch)
+    request.getfixturevalue("demo_registry")
+
+    def settings() -> Settings:
+        return replace(Settings.from_env(), model_cache_dir=str(cache_dir), **changes)
+
+    monkeypatch.setattr(service, "settings", functools.cache(settings))
+    # The container's S3 client factory, replaced by the test's moto client.
+    s3 = request.getfixturevalue("s3")
+    monkeypatch.setattr(service, "s3_client", functools.cache(lambda: s3))
+    service.reset()
+    with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
+        yield client
+    if service.predictor.cache_info().currsize:
+        service.predictor().wait_for_shadows()
+    service.reset()
+
+
+_INSPECTED: dict[bytes, models.ModelInfo] = {}
+
+
+def remember_inspections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registering opens the model with onnxruntime to read its signature: most of
+    the demo registry's cost. The demo models never change: read each once."""
+    inspect = models.inspect_model
+
+    def remembered(data: bytes) -> models.ModelInfo:
+        key = hashlib.sha256(data).digest()
+        if key not in _INSPECTED:
+            _INSPECTED[key] = inspect(data)
+        return _INSPECTED[key]
+
+    monkeypatch.setattr(registry_module, "inspect_model", remembered)
+
+
+def post_json(
+    client: Client, path: str, document: Any, headers: dict[str, str] | None = None
+) -> HTTPResponse:
+    return client.http.post(
+        path,
+        body=json.dumps(document).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+def v2_request(rows: list[list[float]], **extra: Any) -> dict[str, Any]:
+    """A V2 request for the iris and diabetes models' one FP32 input."""
+    return {
+        "inputs": [
+            {
+                "name": "float_input",
+                "shape": [len(rows), len(rows[0])],
+                "datatype": "FP32",
+                "data": rows,
+            }
+        ],
+        **extra,
+    }
+
+
+def served_by(response: HTTPResponse) -> tuple[str, str, str]:
+    """The X-Model-Name, X-Model-Version and X-Model-Alias of an answer."""
+    headers = response.headers
+    return headers["X-Model-Name"], headers["X-Model-Version"], headers["X-Model-Alias"]

@@ -1,0 +1,313 @@
+"""Which version answers over HTTP: paths, aliases, routing keys, the weighted
+split, shadows, integrity failures and the alias cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from chalice.test import Client, HTTPResponse
+from scipy.stats import chisquare
+
+from chalicelib import service
+from chalicelib.aliases import AliasStore, Shadow
+from chalicelib.registry import version_prefix
+from chalicelib.routing import choose_version
+from tests.conftest import MODEL_BUCKET
+from tests.functional.rest_support import (
+    IRIS_ROWS,
+    post_json,
+    served_by,
+    serving_client,
+    v2_request,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@pytest.fixture
+def client(request: pytest.FixtureRequest) -> Iterator[Client]:
+    yield from serving_client(request)
+
+
+def tamper(s3: S3Client, name: str, version: int) -> None:
+    """Replace a version's artifact behind the registry's back."""
+    s3.put_object(
+        Bucket=MODEL_BUCKET,
+        Key=version_prefix(name, version) + "model.onnx",
+        Body=b"not the model that was registered",
+    )
+
+
+def infer(
+    client: Client,
+    path: str = "/v2/models/iris/infer",
+    *,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> HTTPResponse:
+    """A V2 request for the two iris rows, with extra ``body`` fields."""
+    return post_json(client, path, v2_request(IRIS_ROWS, **(body or {})), headers)
+
+
+def records(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
+    """The JSON log records of ``turnout.predictions`` for one event."""
+    found = []
+    for record in caplog.records:
+        if record.name == "turnout.predictions":
+            payload = json.loads(record.getMessage())
+            if payload["event"] == event:
+                found.append(payload)
+    return found
+
+
+# -- explicit versions -----------------------------------------------------------------
+
+
+def test_an_explicit_version_is_served_without_any_weight(
+    client: Client, aliases: AliasStore
+) -> None:
+    aliases.set_routing("iris", "prod", {1: 100}, actor="tests")
+    response = infer(client, "/v2/models/iris/versions/2/infer")
+    assert response.status_code == 200
+    assert served_by(response) == ("iris", "2", "")
+    assert response.json_body["model_version"] == "2"
+
+
+def test_an_explicit_version_wins_over_an_alias(client: Client) -> None:
+    response = infer(
+        client,
+        "/v2/models/iris/versions/2/infer",
+        body={"parameters": {"alias": "prod"}},
+        headers={"X-Turnout-Alias": "prod"},
+    )
+    assert served_by(response) == ("iris", "2", "")
+
+
+def test_unknown_model_or_version_is_404(client: Client) -> None:
+    cases = [
+        ("/v2/models/iris/versions/3/infer", "model 'iris' has no version 3"),
+        ("/v2/models/nope/versions/1/infer", "model 'nope' not found"),
+        ("/v2/models/nope/infer", "model 'nope' not found"),
+        ("/models/nope/predict", "model 'nope' not found"),
+    ]
+    answers = [infer(client, path) for path, _ in cases]
+    assert [(answer.status_code, answer.json_body) for answer in answers] == [
+        (404, {"error": error}) for _, error in cases
+    ]
+
+
+# -- aliases ---------------------------------------------------------------------------
+
+
+def test_without_an_alias_the_stage_default_answers(client: Client) -> None:
+    response = infer(client)
+    assert served_by(response)[2] == "prod"
+
+
+def test_unknown_alias_is_404(client: Client) -> None:
+    answers = [
+        infer(client, body={"parameters": {"alias": "gone"}}),
+        infer(client, "/v2/models/iris/infer?alias=gone"),
+        infer(client, headers={"X-Turnout-Alias": "gone"}),
+        post_json(client, "/models/iris/predict?alias=gone", {"instances": IRIS_ROWS}),
+        post_json(
+            client,
+            "/models/iris/predict",
+            {"instances": IRIS_ROWS},
+            {"X-Turnout-Alias": "gone"},
+        ),
+    ]
+    assert [(answer.status_code, answer.json_body) for answer in answers] == [
+        (404, {"error": "model 'iris' has no alias 'gone'"})
+    ] * len(answers)
+
+
+def test_alias_precedence_is_parameters_then_query_then_header(
+    client: Client, aliases: AliasStore
+) -> None:
+    aliases.set_routing("iris", "one", {1: 100}, actor="tests")
+    aliases.set_routing("iris", "two", {2: 100}, actor="tests")
+    header = {"X-Turnout-Alias": "two"}
+    assert served_by(infer(client, headers=header))[1:] == ("2", "two")
+    by_query = infer(client, "/v2/models/iris/infer?alias=one", headers=header)
+    assert served_by(by_query)[1:] == ("1", "one")
+    by_parameters = infer(
+        client,
+        "/v2/models/iris/infer?alias=one",
+        headers=header,
+        body={"parameters": {"alias": "two"}},
+    )
+    assert served_by(by_parameters)[1:] == ("2", "two")
+
+
+def test_an_invalid_alias_name_is_400(client: Client) -> None:
+    response = infer(client, headers={"X-Turnout-Alias": "Prod!"})
+    assert response.status_code == 400
+    assert response.json_body == {
+        "error": "invalid alias name 'Prod!': use lowercase letters, digits, '-', "
+        "'_' and '.', starting with a letter or digit"
+    }
+
+
+# -- routing keys and the weighted split -----------------------------------------------
+
+
+def test_a_routing_key_always_gets_the_same_version(client: Client) -> None:
+    weights = {1: 90, 2: 10}
+    for key in (f"user-{i}" for i in range(12)):
+        expected = str(choose_version(weights, key, random.random))
+        by_header = [
+            served_by(infer(client, headers={"X-Routing-Key": key}))[1]
+            for _ in range(3)
+        ]
+        by_parameter = served_by(
+            infer(client, body={"parameters": {"routing_key": key}})
+        )[1]
+        assert by_header == [expected] * 3
+        assert by_parameter == expected
+
+
+def test_routing_keys_reach_every_weighted_version(client: Client) -> None:
+    versions = {
+        served_by(infer(client, headers={"X-Routing-Key": f"user-{i}"}))[1]
+        for i in range(60)
+    }
+    assert versions == {"1", "2"}
+
+
+def test_without_a_key_the_split_follows_the_weights(
+    client: Client, aliases: AliasStore
+) -> None:
+    aliases.set_routing("iris", "prod", {1: 70, 2: 30}, actor="tests")
+    random.seed(20240601)  # the predictor draws from the module's random source
+    requests = 300
+    counts = Counter(served_by(infer(client))[1] for _ in range(requests))
+    observed = [counts["1"], counts["2"]]
+    assert sum(observed) == requests
+    assert chisquare(observed, [0.7 * requests, 0.3 * requests]).pvalue > 0.001
+    # The same counts against a 50/50 split are refused: the test can fail.
+    assert chisquare(observed, [0.5 * requests, 0.5 * requests]).pvalue < 0.001
+
+
+# -- shadows ---------------------------------------------------------------------------
+
+
+def test_a_shadow_answer_is_logged_never_returned(
+    client: Client, aliases: AliasStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="turnout.predictions")
+    aliases.set_routing("iris", "prod", {1: 100}, shadow=Shadow(2, 100), actor="tests")
+    response = infer(client, body={"id": "client-7"})
+    assert response.status_code == 200
+    assert served_by(response) == ("iris", "1", "prod")
+    assert response.json_body["model_version"] == "1"
+    service.predictor().wait_for_shadows()
+    (shadow,) = records(caplog, "shadow")
+    request_id = response.headers["X-Request-Id"]
+    assert {
+        key: shadow[key]
+        for key in ("request_id", "model", "version", "shadow_version", "alias", "ok")
+    } == {
+        "request_id": request_id,
+        "model": "iris",
+        "version": 1,
+        "shadow_version": 2,
+        "alias": "prod",
+        "ok": True,
+    }
+    assert shadow["latency_ms"] > 0
+    assert 0 <= shadow["agreement"] <= 1
+    (prediction,) = records(caplog, "prediction")
+    assert (prediction["request_id"], prediction["shadow_version"]) == (request_id, 2)
+
+
+def test_a_failing_shadow_never_touches_the_answer(
+    client: Client,
+    aliases: AliasStore,
+    s3: S3Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="turnout.predictions")
+    aliases.set_routing("iris", "prod", {1: 100}, shadow=Shadow(2, 100), actor="tests")
+    tamper(s3, "iris", 2)
+    unshadowed = infer(client, "/v2/models/iris/versions/1/infer")
+    response = infer(client)
+    assert response.status_code == 200
+    assert served_by(response) == ("iris", "1", "prod")
+    assert response.json_body["outputs"] == unshadowed.json_body["outputs"]
+    service.predictor().wait_for_shadows()
+    (shadow,) = records(caplog, "shadow")
+    assert shadow["ok"] is False
+    assert shadow["request_id"] == response.headers["X-Request-Id"]
+    assert "failed its integrity check" in shadow["error"]
+
+
+def test_a_shadow_whose_manifest_is_gone_never_touches_the_answer(
+    client: Client,
+    aliases: AliasStore,
+    s3: S3Client,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="turnout.predictions")
+    aliases.set_routing("iris", "prod", {1: 100}, shadow=Shadow(2, 100), actor="tests")
+    s3.delete_object(Bucket=MODEL_BUCKET, Key="models/iris/versions/2/manifest.json")
+    response = infer(client)
+    assert response.status_code == 200
+    assert served_by(response) == ("iris", "1", "prod")
+    (shadow,) = records(caplog, "shadow")
+    assert (shadow["shadow_version"], shadow["ok"]) == (2, False)
+    assert shadow["error"] == "model 'iris' has no version 2"
+
+
+# -- integrity -------------------------------------------------------------------------
+
+
+def test_a_tampered_version_is_503_and_only_that_version(
+    client: Client, s3: S3Client
+) -> None:
+    tamper(s3, "iris", 2)
+    response = infer(client, "/v2/models/iris/versions/2/infer")
+    assert response.status_code == 503
+    assert response.json_body["error"].startswith(
+        "version 2 of 'iris' failed its integrity check: artifact is 33 bytes, "
+        "manifest says "
+    )
+    ready = client.http.get("/v2/models/iris/versions/2/ready")
+    assert ready.status_code == 503
+    assert infer(client, "/v2/models/iris/versions/1/infer").status_code == 200
+    assert client.http.get("/v2/models/iris/versions/1/ready").status_code == 200
+    alias_ready = client.http.get("/v2/models/iris/ready")
+    assert alias_ready.status_code == 503  # prod gives version 2 weight
+
+
+# -- the alias cache -------------------------------------------------------------------
+
+
+def test_an_alias_change_shows_after_the_cache_time(
+    request: pytest.FixtureRequest, aliases: AliasStore
+) -> None:
+    ttl = 0.5
+    for client in serving_client(request, alias_cache_seconds=ttl):
+        aliases.set_routing("iris", "prod", {1: 100}, actor="tests")
+        started = time.monotonic()
+        assert served_by(infer(client))[1] == "1"
+        aliases.set_routing("iris", "prod", {2: 100}, actor="tests")
+        assert served_by(infer(client))[1] == "1"  # still the cached copy
+        assert time.monotonic() - started < ttl, "too slow to observe the cache"
+        time.sleep(ttl + 0.05 - (time.monotonic() - started))
+        assert served_by(infer(client))[1] == "2"
+        time.sleep(ttl + 0.05)
+        assert served_by(infer(client))[1] == "2"  # revalidated, unchanged
+
+
+def test_the_dev_stage_caches_aliases_for_at_most_five_seconds(client: Client) -> None:
+    infer(client)
+    assert 0 < service.settings().alias_cache_seconds <= 5
