@@ -1,0 +1,864 @@
+"""Batch predictions through the app's S3 handler (``client.lambda_.invoke`` with
+generated S3 events), against moto; predictions checked against onnxruntime."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
+
+import chalice.test
+import moto.s3.models
+import numpy as np
+import onnxruntime
+import pytest
+from chalice.local import LambdaContext
+from chalice.test import Client
+
+from app import app
+from chalicelib import batch, service
+from chalicelib.config import Settings
+from chalicelib.models import open_session
+from chalicelib.predict import Predictor
+from chalicelib.registry import Registry, iso_timestamp, utc_now
+from chalicelib.routing import choose_version
+from tests.conftest import BATCH_BUCKET, MODELS, ROOT
+from tests.functional.rest_support import remember_inspections
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+LABELS = ("setosa", "versicolor", "virginica")
+HEADER = "sepal_length,sepal_width,petal_length,petal_width,id"
+PREDICTION_COLUMNS = [
+    "label",
+    "probability_setosa",
+    "probability_versicolor",
+    "probability_virginica",
+]
+
+
+def function_environment() -> dict[str, str]:
+    """The environment ``.chalice/config.json`` gives the deployed batch function
+    beyond its stage's."""
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    function = config["stages"]["dev"]["lambda_functions"]["handle_batch_upload"]
+    environment: dict[str, str] = function.get("environment_variables", {})
+    return environment
+
+
+@functools.cache
+def session(filename: str) -> onnxruntime.InferenceSession:
+    """A session as the batch function opens it: onnxruntime's results can differ
+    in the last bit with the number of threads."""
+    threads = Settings.from_env(function_environment()).session_threads
+    return open_session(str(MODELS / filename), threads=threads)
+
+
+def iris_cells(version: int, rows: list[list[float]]) -> list[list[str]]:
+    """The prediction cells the batch output must hold, from onnxruntime directly."""
+    labels, probabilities = session(f"iris-v{version}.onnx").run(
+        None, {"float_input": np.array(rows, np.float32)}
+    )
+    return [
+        [LABELS[int(label)], *(f"{float(p):.6f}" for p in row)]
+        for label, row in zip(labels, probabilities, strict=True)
+    ]
+
+
+def iris_rows(count: int, seed: int = 0) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    return np.round(rng.uniform(0.1, 7.9, size=(count, 4)), 1).tolist()  # type: ignore[no-any-return]
+
+
+def csv_text(rows: list[list[float]], header: str = HEADER) -> str:
+    lines = [header] + [
+        ",".join([*map(str, row), f"id-{i}"]) for i, row in enumerate(rows)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def expected_csv(version: int, rows: list[list[float]], header: str = HEADER) -> str:
+    cells = iris_cells(version, rows)
+    lines = [",".join([header, *PREDICTION_COLUMNS])]
+    for i, (row, predicted) in enumerate(zip(rows, cells, strict=True)):
+        lines.append(",".join([*map(str, row), f"id-{i}", *predicted]))
+    return "\n".join(lines) + "\n"
+
+
+class Batch:
+    """The app's batch function on a moto bucket, with helpers to upload, deliver
+    events and read what came out."""
+
+    def __init__(self, s3: S3Client, client: Client) -> None:
+        self.s3 = s3
+        self.client = client
+
+    def upload(self, key: str, body: bytes | str) -> str:
+        data = body.encode() if isinstance(body, str) else body
+        return self.s3.put_object(Bucket=BATCH_BUCKET, Key=key, Body=data)["ETag"]
+
+    def event(self, key: str) -> dict[str, Any]:
+        """An S3 event as S3 sends it: the key URL-encoded, spaces as '+'."""
+        return self.client.events.generate_s3_event(
+            bucket=BATCH_BUCKET, key=quote_plus(key, safe="/")
+        )
+
+    def deliver(self, key: str) -> dict[str, Any]:
+        response = self.client.lambda_.invoke("handle_batch_upload", self.event(key))
+        payload: dict[str, Any] = response.payload
+        return payload
+
+    def run(self, key: str, body: bytes | str) -> dict[str, Any]:
+        """Upload ``body`` at ``key``, deliver its event; the manifest written."""
+        self.upload(key, body)
+        self.deliver(key)
+        return self.manifest(key)
+
+    def read(self, key: str) -> bytes:
+        return self.s3.get_object(Bucket=BATCH_BUCKET, Key=key)["Body"].read()
+
+    def manifest(self, key: str) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(
+            self.read(self.base(key) + ".manifest.json")
+        )
+        return document
+
+    def output(self, key: str) -> str:
+        data = self.read(self.base(key) + ".out")
+        return (gzip.decompress(data) if key.endswith(".gz") else data).decode()
+
+    def errors(self, key: str) -> list[dict[str, Any]]:
+        data = self.read(self.base(key) + ".errors.jsonl")
+        return [json.loads(line) for line in data.splitlines()]
+
+    def stored(self) -> set[str]:
+        listing = self.s3.list_objects_v2(Bucket=BATCH_BUCKET)
+        return {item["Key"] for item in listing.get("Contents", [])}
+
+    def uploads_in_progress(self) -> list[str]:
+        listing = self.s3.list_multipart_uploads(Bucket=BATCH_BUCKET)
+        return [item["Key"] for item in listing.get("Uploads", [])]
+
+    def head(self, key: str) -> dict[str, Any]:
+        response: dict[str, Any] = dict(
+            self.s3.head_object(Bucket=BATCH_BUCKET, Key=key)
+        )
+        return response
+
+    @staticmethod
+    def base(key: str) -> str:
+        return batch.outputs_base(key)
+
+
+@pytest.fixture
+def settings_changes() -> dict[str, Any]:
+    """Settings the test wants changed (override in a test with a parametrize or
+    by mutating the dictionary before the first delivery)."""
+    return {}
+
+
+@pytest.fixture
+def batch_app(
+    s3: S3Client,
+    demo_registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    settings_changes: dict[str, Any],
+) -> Iterator[Batch]:
+    remember_inspections(monkeypatch)
+    # chalice.test gives every invocation a context with 3 s to live; a deployed
+    # handle_batch_upload has its stage's lambda_timeout (900 s).
+    monkeypatch.setattr(
+        chalice.test,
+        "LambdaContext",
+        functools.partial(LambdaContext, max_runtime_ms=900_000),
+    )
+
+    def settings() -> Settings:
+        # The stage's environment wins over the test's own: change the settings.
+        changes = {"model_cache_dir": str(tmp_path / "models"), **settings_changes}
+        return replace(Settings.from_env(), **changes)
+
+    monkeypatch.setattr(service, "settings", functools.cache(settings))
+    service.reset()
+    with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
+        yield Batch(s3, client)
+    service.reset()
+
+
+def count_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the rows of every prediction the core runs."""
+    runs: list[int] = []
+    run = Predictor.run
+
+    def counted(self: Predictor, target: Any, inputs: Any, **options: Any) -> Any:
+        runs.append(len(next(iter(inputs.values()))))
+        return run(self, target, inputs, **options)
+
+    monkeypatch.setattr(Predictor, "run", counted)
+    return runs
+
+
+# -- formats and keys ------------------------------------------------------------
+
+
+def test_a_csv_file_is_predicted_row_by_row_with_its_columns_passed_through(
+    batch_app: Batch,
+) -> None:
+    rows = iris_rows(500)
+    key = "incoming/iris@1/scores.csv"
+    etag = batch_app.upload(key, csv_text(rows))
+    payload = batch_app.deliver(key)
+
+    assert batch_app.output(key) == expected_csv(1, rows)
+    manifest = batch_app.manifest(key)
+    assert payload == {"action": "processed", "manifest": manifest}
+    assert manifest["status"] == "succeeded"
+    assert (manifest["model"], manifest["alias"], manifest["version"]) == (
+        "iris",
+        None,
+        1,
+    )
+    assert manifest["rows"] == {"read": 500, "predicted": 500, "rejected": 0}
+    assert manifest["input"] == {
+        "bucket": BATCH_BUCKET,
+        "key": key,
+        "etag": etag,
+        "size": len(csv_text(rows)),
+        "format": "csv",
+        "compression": None,
+    }
+    assert manifest["output"] == {
+        "key": "outgoing/iris@1/scores.csv.out",
+        "size": len(expected_csv(1, rows)),
+        "format": "csv",
+        "compression": None,
+        "columns": PREDICTION_COLUMNS,
+    }
+    assert manifest["errors"] is None and "error" not in manifest
+    assert manifest["started_at"] <= manifest["finished_at"]
+    assert batch_app.stored() == {
+        key,
+        "outgoing/iris@1/scores.csv.out",
+        "outgoing/iris@1/scores.csv.manifest.json",
+    }
+    # The input is never modified.
+    assert batch_app.head(key)["ETag"] == etag
+    assert batch_app.read(key) == csv_text(rows).encode()
+
+
+def test_columns_named_after_the_input_are_found_wherever_they_are(
+    batch_app: Batch,
+) -> None:
+    rows = iris_rows(3)
+    header = "id,float_input_0,note,float_input_1,float_input_2,float_input_3"
+    body = (
+        header
+        + "\n"
+        + "".join(f"{i},{a},n{i},{b},{c},{d}\n" for i, (a, b, c, d) in enumerate(rows))
+    )
+    batch_app.run("incoming/iris@2/named.csv", body)
+    expected = [
+        f"{i},{a},n{i},{b},{c},{d}," + ",".join(cells)
+        for i, ((a, b, c, d), cells) in enumerate(
+            zip(rows, iris_cells(2, rows), strict=True)
+        )
+    ]
+    lines = batch_app.output("incoming/iris@2/named.csv").splitlines()
+    assert lines == [header + "," + ",".join(PREDICTION_COLUMNS), *expected]
+
+
+def test_the_default_alias_routes_the_whole_file_by_its_key(batch_app: Batch) -> None:
+    rows = iris_rows(50)
+    keys = [f"incoming/iris/day-{day}.csv" for day in range(8)]
+    for key in keys:
+        manifest = batch_app.run(key, csv_text(rows))
+        version = choose_version({1: 90, 2: 10}, key, draw=lambda: 0.0)
+        assert (manifest["alias"], manifest["version"]) == ("prod", version)
+        assert batch_app.output(key) == expected_csv(version, rows)
+
+
+def test_an_alias_in_the_folder_name_picks_the_routing(batch_app: Batch) -> None:
+    manifest = batch_app.run("incoming/iris@prod/a.csv", csv_text(iris_rows(5)))
+    assert manifest["alias"] == "prod" and manifest["version"] in (1, 2)
+    assert manifest["status"] == "succeeded"
+
+
+def test_url_encoded_keys_with_spaces_and_sub_folders_keep_their_path(
+    batch_app: Batch,
+) -> None:
+    rows = iris_rows(10)
+    key = "incoming/iris@1/2026/05/day one+two (final).csv"
+    assert quote_plus(key, safe="/") == (
+        "incoming/iris%401/2026/05/day+one%2Btwo+%28final%29.csv"
+    )
+    manifest = batch_app.run(key, csv_text(rows))
+    assert manifest["status"] == "succeeded"
+    assert (
+        manifest["output"]["key"]
+        == "outgoing/iris@1/2026/05/day one+two (final).csv.out"
+    )
+    assert batch_app.output(key) == expected_csv(1, rows)
+
+
+def test_json_lines_rows_are_arrays_or_objects_and_stay_so(batch_app: Batch) -> None:
+    rows = iris_rows(4)
+    lines = [
+        json.dumps(rows[0]),
+        json.dumps({"id": "a", "float_input": rows[1]}),
+        json.dumps([*rows[2], "extra"]),
+        json.dumps(
+            {
+                "sepal_length": rows[3][0],
+                "w": rows[3][1],
+                "l": rows[3][2],
+                "p": rows[3][3],
+            }
+        ),
+    ]
+    key = "incoming/iris@2/rows.jsonl"
+    manifest = batch_app.run(key, "\n".join(lines) + "\n")
+    cells = iris_cells(2, rows)
+    label = [row[0] for row in cells]
+    probabilities = [[float(p) for p in row[1:]] for row in cells]
+    out = [json.loads(line) for line in batch_app.output(key).splitlines()]
+    assert out == [
+        [*rows[0], label[0], *probabilities[0]],
+        {
+            "id": "a",
+            "float_input": rows[1],
+            "label": label[1],
+            "probabilities": probabilities[1],
+        },
+        [*rows[2], "extra", label[2], *probabilities[2]],
+        {
+            "sepal_length": rows[3][0],
+            "w": rows[3][1],
+            "l": rows[3][2],
+            "p": rows[3][3],
+            "label": label[3],
+            "probabilities": probabilities[3],
+        },
+    ]
+    assert manifest["output"]["columns"] == ["label", "probabilities"]
+    assert manifest["input"]["format"] == "jsonl"
+
+
+@pytest.mark.parametrize("name", ["rows.csv.gz", "rows.ndjson.gz"])
+def test_gzip_files_are_read_and_written_compressed(
+    batch_app: Batch, name: str
+) -> None:
+    rows = iris_rows(300)
+    if name.startswith("rows.csv"):
+        text, expected = csv_text(rows), expected_csv(1, rows)
+    else:
+        text = "".join(json.dumps(row) + "\n" for row in rows)
+        expected = "".join(
+            json.dumps([*row, cells[0], *map(float, cells[1:])]) + "\n"
+            for row, cells in zip(rows, iris_cells(1, rows), strict=True)
+        )
+    # Two gzip members, as `cat a.gz b.gz` makes.
+    half = len(text) // 2
+    cut = text.index("\n", half) + 1
+    body = gzip.compress(text[:cut].encode()) + gzip.compress(text[cut:].encode())
+    key = f"incoming/iris@1/{name}"
+    manifest = batch_app.run(key, body)
+    assert manifest["status"] == "succeeded", manifest
+    assert manifest["input"]["compression"] == "gzip"
+    assert manifest["output"]["compression"] == "gzip"
+    output = batch_app.output(key)
+    if name.startswith("rows.csv"):
+        assert output == expected
+    else:
+        assert [json.loads(line) for line in output.splitlines()] == [
+            json.loads(line) for line in expected.splitlines()
+        ]
+
+
+def test_a_regression_model_writes_its_output_column(batch_app: Batch) -> None:
+    rng = np.random.default_rng(3)
+    rows = rng.normal(0, 0.05, size=(20, 10)).round(4).tolist()
+    header = ",".join(f"x{i}" for i in range(10)) + ",patient"
+    body = (
+        header
+        + "\n"
+        + "".join(",".join(map(str, row)) + f",p{i}\n" for i, row in enumerate(rows))
+    )
+    key = "incoming/diabetes/patients.csv"
+    manifest = batch_app.run(key, body)
+    (values,) = session("diabetes.onnx").run(
+        None, {"float_input": np.array(rows, np.float32)}
+    )
+    lines = batch_app.output(key).splitlines()
+    assert lines[0] == header + ",variable"
+    assert lines[1:] == [
+        ",".join(map(str, row)) + f",p{i},{float(value[0]):.6f}"
+        for i, (row, value) in enumerate(zip(rows, values, strict=True))
+    ]
+    assert (manifest["alias"], manifest["version"]) == ("prod", 1)
+
+
+def test_a_header_without_rows_succeeds_with_an_empty_table(batch_app: Batch) -> None:
+    manifest = batch_app.run("incoming/iris@1/empty.csv", HEADER + "\n")
+    assert manifest["status"] == "succeeded"
+    assert manifest["rows"] == {"read": 0, "predicted": 0, "rejected": 0}
+    assert batch_app.output("incoming/iris@1/empty.csv") == (
+        ",".join([HEADER, *PREDICTION_COLUMNS]) + "\n"
+    )
+
+
+# -- bad rows and bad files --------------------------------------------------------
+
+
+def test_bad_rows_are_rejected_with_reasons_while_the_others_are_predicted(
+    batch_app: Batch,
+) -> None:
+    rows = iris_rows(6)
+    lines = csv_text(rows).splitlines()
+    lines[2] = "5.1,abc,1.4,0.2,bad-1"
+    lines[4] = "5.1,3.5,1.4"
+    lines[5] = "5.1,3.5,nan,0.2,bad-3"
+    key = "incoming/iris@1/mixed.csv"
+    manifest = batch_app.run(key, "\n".join(lines) + "\n")
+
+    good = [rows[0], rows[2], rows[5]]
+    cells = iris_cells(1, good)
+    assert batch_app.output(key).splitlines()[1:] == [
+        lines[1] + "," + ",".join(cells[0]),
+        lines[3] + "," + ",".join(cells[1]),
+        lines[6] + "," + ",".join(cells[2]),
+    ]
+    assert manifest["status"] == "partial"
+    assert manifest["rows"] == {"read": 6, "predicted": 3, "rejected": 3}
+    assert batch_app.errors(key) == [
+        {
+            "row": 2,
+            "line": 3,
+            "raw": "5.1,abc,1.4,0.2,bad-1",
+            "reason": "column 'sepal_width' is 'abc', not a number",
+        },
+        {
+            "row": 4,
+            "line": 5,
+            "raw": "5.1,3.5,1.4",
+            "reason": "the row has 3 fields, the header has 5",
+        },
+        {
+            "row": 5,
+            "line": 6,
+            "raw": "5.1,3.5,nan,0.2,bad-3",
+            "reason": "column 'petal_length' is 'nan', not a finite number",
+        },
+    ]
+    assert manifest["errors"] == {
+        "key": "outgoing/iris@1/mixed.csv.errors.jsonl",
+        "rows": 3,
+        "size": len(batch_app.read("outgoing/iris@1/mixed.csv.errors.jsonl")),
+    }
+
+
+def test_a_file_whose_rows_are_all_rejected_fails_with_its_report(
+    batch_app: Batch,
+) -> None:
+    key = "incoming/iris@1/bad.jsonl"
+    manifest = batch_app.run(key, '{"x": 1}\n[1, 2]\n')
+    assert manifest["status"] == "failed"
+    assert manifest["error"] == "all 2 rows were rejected: see the errors report"
+    assert manifest["retryable"] is False
+    assert [item["reason"] for item in batch_app.errors(key)] == [
+        "the object has 1 values, the model takes 4",
+        "the array has 2 values, the model takes 4",
+    ]
+    assert batch_app.base(key) + ".out" not in batch_app.stored()
+
+
+def gzipped(text: str) -> bytes:
+    return gzip.compress(text.encode())
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "error", "retryable"),
+    [
+        ("incoming/nosuch/a.csv", HEADER + "\n", "model 'nosuch' not found", True),
+        ("incoming/iris@7/a.csv", HEADER + "\n", "model 'iris' has no version 7", True),
+        (
+            "incoming/iris@beta/a.csv",
+            HEADER + "\n",
+            "model 'iris' has no alias 'beta'",
+            True,
+        ),
+        (
+            "incoming/iris/a.parquet",
+            "x",
+            "unknown format '.parquet': name the file .csv, .jsonl or .ndjson, "
+            "optionally followed by .gz",
+            False,
+        ),
+        (
+            "incoming/a.csv",
+            "x",
+            "key 'incoming/a.csv' has no model folder: upload to "
+            "incoming/{model}/{file}, incoming/{model}@{alias}/{file} or "
+            "incoming/{model}@{version}/{file}",
+            False,
+        ),
+        (
+            "incoming/iris@1/latin1.csv",
+            (HEADER + "\n1,2,3,4,caf\xe9\n").encode("latin-1"),
+            "the file is not UTF-8: byte 0xe9 on line 2 is not valid UTF-8",
+            False,
+        ),
+        (
+            "incoming/iris@1/packed.csv",
+            gzipped(HEADER + "\n1,2,3,4,a\n"),
+            "the file is not UTF-8: byte 0x8b on line 1 is not valid UTF-8 "
+            "(it looks gzip-compressed: name it .gz)",
+            False,
+        ),
+        (
+            "incoming/iris@1/plain.csv.gz",
+            HEADER + "\n",
+            "not a valid gzip file: Error -3 while decompressing data: incorrect "
+            "header check",
+            False,
+        ),
+        (
+            "incoming/iris@1/cut.csv.gz",
+            gzipped(HEADER + "\n1,2,3,4,a\n" * 50)[:-12],
+            "the gzip stream is truncated",
+            False,
+        ),
+        (
+            "incoming/iris@1/nothing.csv",
+            b"",
+            "the file is empty: a CSV file starts with a header line",
+            False,
+        ),
+        (
+            "incoming/iris@1/narrow.csv",
+            "a,b\n1,2\n",
+            "no column is named after the model's inputs (expected float_input_0, "
+            "float_input_1, float_input_2, float_input_3) and the header has 2 "
+            "columns, fewer than the 4 the model takes by position",
+            False,
+        ),
+    ],
+)
+def test_a_file_that_cannot_be_processed_gets_a_failed_manifest_saying_why(
+    batch_app: Batch, key: str, body: bytes | str, error: str, retryable: bool
+) -> None:
+    etag = batch_app.upload(key, body)
+    batch_app.deliver(key)
+    manifest = batch_app.manifest(key)
+    assert manifest["status"] == "failed"
+    assert manifest["error"] == error
+    assert manifest["retryable"] is retryable
+    assert manifest["input"]["etag"] == etag
+    assert manifest["output"] is None and manifest["errors"] is None
+    assert batch_app.stored() == {key, batch.outputs_base(key) + ".manifest.json"}
+    assert batch_app.uploads_in_progress() == []
+
+
+def test_keys_outside_incoming_and_folder_markers_are_ignored(batch_app: Batch) -> None:
+    batch_app.upload("incoming/iris/", b"")
+    assert batch_app.deliver("incoming/iris/") is None
+    assert batch_app.deliver("incoming/iris/never-uploaded.csv") is None
+    assert batch_app.stored() == {"incoming/iris/"}
+
+
+# -- idempotency and ordering --------------------------------------------------------
+
+
+def test_a_second_event_for_the_same_object_recomputes_and_duplicates_nothing(
+    batch_app: Batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "incoming/iris@1/twice.csv"
+    batch_app.run(key, csv_text(iris_rows(20)))
+    before = {k: batch_app.head(k) for k in batch_app.stored()}
+    runs = count_runs(monkeypatch)
+
+    payload = batch_app.deliver(key)
+
+    assert payload["action"] == "skipped" and payload["reason"] == "already succeeded"
+    assert runs == []
+    after = {k: batch_app.head(k) for k in batch_app.stored()}
+    assert {k: (v["ETag"], v["LastModified"]) for k, v in after.items()} == {
+        k: (v["ETag"], v["LastModified"]) for k, v in before.items()
+    }
+
+
+def test_a_new_upload_to_the_same_key_is_processed_afresh(batch_app: Batch) -> None:
+    key = "incoming/iris@1/daily.csv"
+    first = csv_text(iris_rows(10, seed=1)).replace("\n1.", "\nx.", 1)
+    assert batch_app.run(key, first)["status"] == "partial"
+    rows = iris_rows(12, seed=2)
+    etag = batch_app.upload(key, csv_text(rows))
+
+    manifest = batch_app.manifest(key)
+    assert manifest["input"]["etag"] != etag
+    batch_app.deliver(key)
+
+    manifest = batch_app.manifest(key)
+    assert manifest["input"]["etag"] == etag and manifest["status"] == "succeeded"
+    assert batch_app.output(key) == expected_csv(1, rows)
+    # The first upload's error report does not outlive it.
+    assert batch_app.base(key) + ".errors.jsonl" not in batch_app.stored()
+
+
+def test_a_late_event_for_a_replaced_object_changes_nothing(batch_app: Batch) -> None:
+    key = "incoming/iris@1/late.csv"
+    old, new = iris_rows(5, seed=1), iris_rows(7, seed=2)
+    batch_app.upload(key, csv_text(old))
+    new_etag = batch_app.upload(key, csv_text(new))
+    # The first upload's event arrives after the second upload: the object's
+    # ETag when read counts, so it processes the second upload.
+    assert batch_app.deliver(key)["action"] == "processed"
+    assert batch_app.manifest(key)["input"]["etag"] == new_etag
+    assert batch_app.output(key) == expected_csv(1, new)
+    # The second upload's own event then finds it done.
+    assert batch_app.deliver(key)["action"] == "skipped"
+    assert batch_app.output(key) == expected_csv(1, new)
+
+
+def process(batch_app: Batch, key: str, **options: Any) -> dict[str, Any] | None:
+    """The batch function without the Lambda runtime around it."""
+    arguments: dict[str, Any] = {
+        "s3": batch_app.s3,
+        "predictor": service.predictor(),
+        "settings": service.settings(),
+        "seconds_left": lambda: 900.0,
+        **options,
+    }
+    return batch.process_upload(BATCH_BUCKET, key, **arguments)
+
+
+@pytest.fixture
+def wired(batch_app: Batch, monkeypatch: pytest.MonkeyPatch) -> Batch:
+    """The batch function called directly: the stage's settings in the environment."""
+    for name, value in {
+        "TURNOUT_MODEL_BUCKET": "turnout-models-dev",
+        "TURNOUT_DEFAULT_ALIAS": "prod",
+        **function_environment(),
+    }.items():
+        monkeypatch.setenv(name, value)
+    service.reset()
+    return batch_app
+
+
+def test_concurrent_deliveries_of_one_object_run_it_once(
+    wired: Batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "incoming/iris@1/racing.csv"
+    wired.upload(key, csv_text(iris_rows(30)))
+    inside, release = threading.Event(), threading.Event()
+    run = Predictor.run
+
+    def slow(self: Predictor, target: Any, inputs: Any, **options: Any) -> Any:
+        inside.set()
+        assert release.wait(10)
+        return run(self, target, inputs, **options)
+
+    monkeypatch.setattr(Predictor, "run", slow)
+    results: list[dict[str, Any] | None] = []
+    first = threading.Thread(target=lambda: results.append(process(wired, key)))
+    first.start()
+    assert inside.wait(10)
+
+    second = process(wired, key)
+    release.set()
+    first.join(10)
+
+    assert second is not None and second["action"] == "skipped"
+    assert second["reason"].startswith("another delivery is processing it (until ")
+    assert results[0] is not None and results[0]["action"] == "processed"
+    assert wired.manifest(key)["status"] == "succeeded"
+
+
+def test_a_stale_claim_is_taken_over_and_its_abandoned_upload_aborted(
+    wired: Batch,
+) -> None:
+    key = "incoming/iris@1/crashed.csv"
+    rows = iris_rows(8)
+    etag = wired.upload(key, csv_text(rows))
+    base = wired.base(key)
+    dead = wired.s3.create_multipart_upload(Bucket=BATCH_BUCKET, Key=base + ".out")
+    wired.s3.upload_part(
+        Bucket=BATCH_BUCKET,
+        Key=base + ".out",
+        UploadId=dead["UploadId"],
+        PartNumber=1,
+        Body=b"half",
+    )
+    expired = iso_timestamp(utc_now() - timedelta(seconds=1))
+    claim = {
+        "status": "running",
+        "input": {"etag": etag},
+        "claim": {"expires_at": expired},
+    }
+    wired.s3.put_object(
+        Bucket=BATCH_BUCKET, Key=base + ".manifest.json", Body=json.dumps(claim)
+    )
+
+    result = process(wired, key)
+
+    assert result is not None and result["action"] == "processed"
+    assert wired.manifest(key)["status"] == "succeeded"
+    assert wired.output(key) == expected_csv(1, rows)
+    assert wired.uploads_in_progress() == []
+
+
+def test_a_live_claim_by_another_delivery_is_respected(wired: Batch) -> None:
+    key = "incoming/iris@1/claimed.csv"
+    etag = wired.upload(key, csv_text(iris_rows(3)))
+    later = iso_timestamp(utc_now() + timedelta(minutes=5))
+    claim = {
+        "status": "running",
+        "input": {"etag": etag},
+        "claim": {"expires_at": later},
+    }
+    manifest_key = wired.base(key) + ".manifest.json"
+    wired.s3.put_object(Bucket=BATCH_BUCKET, Key=manifest_key, Body=json.dumps(claim))
+
+    result = process(wired, key)
+
+    assert result is not None and result["action"] == "skipped"
+    assert json.loads(wired.read(manifest_key)) == claim
+    assert wired.stored() == {key, manifest_key}
+
+
+def test_an_object_replaced_between_its_head_and_its_read_is_left_to_its_own_event(
+    wired: Batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "incoming/iris@1/moving.csv"
+    wired.upload(key, csv_text(iris_rows(3)))
+    head = wired.s3.head_object
+
+    def stale_head(**request: Any) -> Any:
+        response = head(**request)
+        if request["Key"] == key:
+            wired.upload(key, csv_text(iris_rows(4)))  # lands just after the HEAD
+        return response
+
+    monkeypatch.setattr(wired.s3, "head_object", stale_head)
+    process(wired, key)
+
+    manifest = wired.manifest(key)
+    assert manifest["status"] == "failed" and manifest["retryable"] is True
+    assert manifest["error"] == (
+        f"{key} was replaced while it was read; the new upload is processed on its "
+        "own event"
+    )
+    monkeypatch.setattr(wired.s3, "head_object", head)
+    wired.deliver(key)
+    assert wired.manifest(key)["status"] == "succeeded"
+
+
+# -- failures midway: atomic output ----------------------------------------------------
+
+
+@pytest.fixture
+def small_parts(
+    monkeypatch: pytest.MonkeyPatch, settings_changes: dict[str, Any]
+) -> None:
+    """Many chunks and many output parts out of a small file (moto lowers S3's
+    5 MiB minimum part size on request)."""
+    monkeypatch.setattr(moto.s3.models, "S3_UPLOAD_PART_MIN_SIZE", 1)
+    settings_changes.update(
+        batch_rows_per_chunk=100, batch_part_bytes=4096, batch_read_bytes=2048
+    )
+
+
+def test_a_multipart_output_predicts_every_row(
+    small_parts: None, batch_app: Batch
+) -> None:
+    rows = iris_rows(2000)
+    key = "incoming/iris@2/big.csv"
+    manifest = batch_app.run(key, csv_text(rows))
+    assert manifest["status"] == "succeeded"
+    assert batch_app.output(key) == expected_csv(2, rows)
+    parts = int(
+        batch_app.head(batch_app.base(key) + ".out")["ETag"].strip('"').split("-")[1]
+    )
+    assert parts > 10
+    gz_key = "incoming/iris@2/big.csv.gz"
+    batch_app.run(gz_key, gzipped(csv_text(rows)))
+    assert batch_app.output(gz_key) == expected_csv(2, rows)
+
+
+def test_a_job_that_dies_midway_leaves_no_output_and_no_upload(
+    small_parts: None, batch_app: Batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "incoming/iris@1/dies.csv"
+    rows = iris_rows(2000)
+    batch_app.upload(key, csv_text(rows).replace("\n1.", "\nx.", 1))
+    runs = count_runs(monkeypatch)
+    run = Predictor.run
+
+    def dies(self: Predictor, target: Any, inputs: Any, **options: Any) -> Any:
+        if len(runs) == 12:
+            raise MemoryError("the function ran out of memory")
+        return run(self, target, inputs, **options)
+
+    monkeypatch.setattr(Predictor, "run", dies)
+    with pytest.raises(MemoryError):
+        batch_app.deliver(key)
+
+    manifest = batch_app.manifest(key)
+    assert manifest["status"] == "failed" and manifest["retryable"] is True
+    assert manifest["error"] == (
+        f"internal error in run {manifest['run_id']}: see the function's log"
+    )
+    assert batch_app.stored() == {key, batch_app.base(key) + ".manifest.json"}
+    assert batch_app.uploads_in_progress() == []
+    # Lambda retries the event; the retry may run, and this time it completes.
+    monkeypatch.setattr(Predictor, "run", run)
+    assert batch_app.deliver(key)["action"] == "processed"
+    assert batch_app.manifest(key)["status"] == "partial"
+
+
+def test_a_file_too_large_for_the_time_left_fails_cleanly(
+    small_parts: None, wired: Batch
+) -> None:
+    key = "incoming/iris@1/huge.csv"
+    text = csv_text(iris_rows(3000))
+    wired.upload(key, text)
+    clock = iter(range(1000, 0, -1))
+
+    result = process(wired, key, seconds_left=lambda: float(next(clock)) - 960)
+
+    assert result is not None
+    manifest = wired.manifest(key)
+    assert manifest["status"] == "failed" and manifest["retryable"] is False
+    error = manifest["error"]
+    assert error.startswith(
+        "the file did not fit in the function's time limit: stopped after "
+    )
+    assert " bytes read" in error and error.endswith(
+        " rows predicted; split it into smaller files"
+    )
+    assert 0 < manifest["rows"]["predicted"] < 3000
+    assert wired.stored() == {key, wired.base(key) + ".manifest.json"}
+    assert wired.uploads_in_progress() == []
+
+
+def test_the_deadline_comes_from_the_lambda_context(
+    batch_app: Batch, settings_changes: dict[str, Any]
+) -> None:
+    settings_changes["batch_safety_seconds"] = 1000.0  # more than the 900 s left
+    key = "incoming/iris@1/late-in-the-day.csv"
+    text = csv_text(iris_rows(5))
+    manifest = batch_app.run(key, text)
+    assert manifest["status"] == "failed"
+    assert manifest["error"] == (
+        "the file did not fit in the function's time limit: stopped after 0 s with "
+        f"0 of {len(text)} bytes read (0%) and 0 rows predicted; split it into "
+        "smaller files"
+    )
+    assert batch_app.stored() == {key, batch_app.base(key) + ".manifest.json"}
