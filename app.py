@@ -6,10 +6,131 @@ prediction core, ``batch`` streams S3 files through the same core.
 
 from __future__ import annotations
 
-from chalice import Chalice
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from chalice.app import Chalice, Response, S3Event
+
+from chalicelib import http, service
+from chalicelib.config import INCOMING_PREFIX, Settings
 
 app = Chalice(app_name="turnout")
+# Chalice gives its logger ("turnout", parent of the core's "turnout.predictions"
+# and "turnout.http") a stdout handler, level ERROR and propagate=False: without
+# this the INFO record of every prediction and shadow run would be dropped.
+app.log.setLevel(logging.INFO)
 
 # --- REST: Open Inference Protocol (V2) and instances ------------------------
 
+# Every content type reaches the handlers, which refuse what they do not read with
+# the protocol's JSON error body (Chalice's own 415 would be {"Code", "Message"}).
+# application/octet-stream stays in app.api.binary_types (a Chalice default), so
+# API Gateway hands binary tensor data to the function as bytes.
+ANY_CONTENT_TYPE = ["*/*"]
+# Answers are serialised here: Chalice's json.dumps with options would build an
+# encoder for every response.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _serve(
+    handler: Callable[[http.Request], http.Response], **path: str | None
+) -> Response:
+    """Hand the current request to ``handler`` and its answer back to Chalice."""
+    current = app.current_request
+    assert current is not None  # Chalice sets it before calling a view
+    body = current.raw_body
+    answer = handler(
+        http.Request(
+            method=current.method,
+            path_params={key: value for key, value in path.items() if value},
+            query_params=dict(current.query_params or {}),
+            # The event's own headers: Chalice's case-insensitive copy would be
+            # lower-cased again on every lookup.
+            headers=current.to_original_event()["headers"] or {},
+            body=body if isinstance(body, bytes) else body.encode(),
+            request_id=current.context.get("requestId") or uuid.uuid4().hex,
+        )
+    )
+    headers: dict[str, str | list[str]] = dict(answer.headers)
+    return Response(
+        body=_encode_json(answer.body), status_code=answer.status, headers=headers
+    )
+
+
+@app.route("/v2/health/live", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+def v2_live() -> Response:
+    return _serve(http.live)
+
+
+@app.route("/v2/health/ready", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+def v2_ready() -> Response:
+    return _serve(http.ready)
+
+
+@app.route("/v2", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+def v2_server_metadata() -> Response:
+    return _serve(http.server_metadata)
+
+
+@app.route("/v2/models/{name}", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+@app.route(
+    "/v2/models/{name}/versions/{version}",
+    methods=["GET"],
+    content_types=ANY_CONTENT_TYPE,
+)
+def v2_model_metadata(name: str, version: str | None = None) -> Response:
+    return _serve(http.model_metadata, name=name, version=version)
+
+
+@app.route("/v2/models/{name}/ready", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+@app.route(
+    "/v2/models/{name}/versions/{version}/ready",
+    methods=["GET"],
+    content_types=ANY_CONTENT_TYPE,
+)
+def v2_model_ready(name: str, version: str | None = None) -> Response:
+    return _serve(http.model_ready, name=name, version=version)
+
+
+@app.route("/v2/models/{name}/infer", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@app.route(
+    "/v2/models/{name}/versions/{version}/infer",
+    methods=["POST"],
+    content_types=ANY_CONTENT_TYPE,
+)
+def v2_infer(name: str, version: str | None = None) -> Response:
+    return _serve(http.infer, name=name, version=version)
+
+
+@app.route("/models/{name}/predict", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+def predict(name: str) -> Response:
+    return _serve(http.predict, name=name)
+
+
 # --- Batch: S3 uploads under incoming/ -----------------------------------------
+
+# Chalice reads the bucket when it deploys: set TURNOUT_BATCH_BUCKET for that too.
+BATCH_BUCKET = Settings.from_env().batch_bucket or "turnout-batch-dev"
+
+
+@app.on_s3_event(
+    bucket=BATCH_BUCKET, events=["s3:ObjectCreated:*"], prefix=INCOMING_PREFIX
+)
+def handle_batch_upload(event: S3Event) -> object:
+    """Predict a file uploaded under incoming/ (see chalicelib.batch)."""
+    # Imported here, not at the top: a REST function's cold start, paid by a
+    # caller, would otherwise compile and run the batch modules it never uses.
+    from chalicelib import batch
+
+    context: Any = event.context  # Lambda's context object (Chalice types it dict)
+    return batch.process_upload(
+        event.bucket,
+        event.key,
+        s3=service.batch_s3_client(),
+        predictor=service.predictor(),
+        settings=service.settings(),
+        seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
+    )

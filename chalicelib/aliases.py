@@ -393,7 +393,9 @@ class AliasCache:
         self._lock = threading.Lock()
 
     def get(self, name: str, alias: str) -> AliasDocument:
-        """The alias's current document; AliasNotFoundError if it does not exist."""
+        """The alias's current document; AliasNotFoundError if it does not exist,
+        InvalidNameError if a name is invalid (checked before reading S3, so the
+        cache only ever holds valid names)."""
         now = self._clock()
         with self._lock:
             entry = self._entries.get((name, alias))

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib import tabular
-from chalicelib.config import Settings
+from chalicelib.config import INCOMING_PREFIX, OUTGOING_PREFIX, Settings
 from chalicelib.errors import (
     BatchFileError,
     BatchKeyError,
@@ -70,8 +70,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("turnout.batch")
 
-INCOMING = "incoming/"
-OUTGOING = "outgoing/"
+INCOMING = INCOMING_PREFIX
+OUTGOING = OUTGOING_PREFIX
 MANIFEST_FORMAT = 1
 
 RUNNING, SUCCEEDED, PARTIAL, FAILED = "running", "succeeded", "partial", "failed"

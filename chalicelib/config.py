@@ -11,6 +11,10 @@ from dataclasses import dataclass, fields
 
 MIB = 1024 * 1024
 
+# Batch jobs: uploads under INCOMING_PREFIX, results under OUTGOING_PREFIX.
+INCOMING_PREFIX = "incoming/"
+OUTGOING_PREFIX = "outgoing/"
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -25,6 +29,9 @@ class Settings:
     # Memory bound of the per-container session cache, counted in model bytes.
     session_cache_bytes: int = 1024 * MIB
     model_cache_dir: str = "/tmp/turnout-models"
+    # onnxruntime threads per request (0: one per core). The batch function sets 1:
+    # it already keeps the cores busy reading, parsing and uploading.
+    session_threads: int = 0
     max_model_bytes: int = 512 * MIB
     # API Gateway and Lambda refuse synchronous payloads over 6 MB.
     max_request_bytes: int = 6 * MIB
@@ -33,6 +40,8 @@ class Settings:
     # (S3 parts are at least 5 MiB, all but the last).
     batch_rows_per_chunk: int = 50_000
     batch_part_bytes: int = 8 * MIB
+    # Batch: bytes read from S3 at a time (the stored, compressed bytes for .gz).
+    batch_read_bytes: int = 4 * MIB
     # Stop a batch job this long before the Lambda timeout, to write its manifest.
     batch_safety_seconds: float = 20.0
 

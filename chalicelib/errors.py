@@ -173,6 +173,17 @@ class BatchKeyError(BatchFileError):
         self.key = key
 
 
+class SourceChangedError(TurnoutError):
+    """A batch input replaced between the job's first look and its read."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"{key} was replaced while it was read; the new upload is processed "
+            "on its own event"
+        )
+        self.key = key
+
+
 class BatchTimeLimitError(BatchFileError):
     """The function's time limit came before the end of the file."""
 

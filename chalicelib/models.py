@@ -44,11 +44,15 @@ class ModelInfo:
     metadata: dict[str, str]
 
 
-def open_session(model: bytes | str) -> onnxruntime.InferenceSession:
-    """An onnxruntime CPU session over the model's bytes or its path."""
+def open_session(
+    model: bytes | str, *, threads: int = 0
+) -> onnxruntime.InferenceSession:
+    """An onnxruntime CPU session over the model's bytes or its path, running each
+    request on ``threads`` threads (0: onnxruntime's choice, one per core)."""
     ort = _onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads
     return ort.InferenceSession(
         model, sess_options=options, providers=["CPUExecutionProvider"]
     )
@@ -202,10 +206,13 @@ class ModelCache:
         fetch: Callable[[Manifest], bytes],
         cache_dir: str,
         max_bytes: int,
+        *,
+        threads: int = 0,
     ) -> None:
         self._fetch = fetch
         self._cache_dir = cache_dir
         self._max_bytes = max_bytes
+        self._threads = threads
         self._sessions: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], threading.Lock] = {}
@@ -222,11 +229,15 @@ class ModelCache:
             with self._lock:
                 loaded = self._sessions.get(key)
             if loaded is None or loaded.manifest.sha256 != manifest.sha256:
-                loaded = LoadedModel(manifest, open_session(self._local_path(manifest)))
+                session = open_session(self._verified(manifest), threads=self._threads)
+                loaded = LoadedModel(manifest, session)
                 self._keep(key, loaded)
             return loaded
 
-    def _local_path(self, manifest: Manifest) -> str:
+    def _verified(self, manifest: Manifest) -> bytes | str:
+        """The path of the model's file in the file cache, else its bytes, fetched,
+        verified and written to the file cache (the session is then opened from
+        the bytes in memory, not read back from the file)."""
         path = os.path.join(self._cache_dir, f"{manifest.sha256}.onnx")
         if os.path.exists(path):
             return path
@@ -237,7 +248,7 @@ class ModelCache:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
         os.replace(temporary, path)
-        return path
+        return data
 
     def _keep(self, key: tuple[str, int], loaded: LoadedModel) -> None:
         with self._lock:

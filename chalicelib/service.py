@@ -30,6 +30,25 @@ def s3_client() -> S3Client:
 
 
 @functools.cache
+def batch_s3_client() -> S3Client:
+    """The batch function's S3 client: like ``s3_client`` but without the SDK's
+    own checksum on every request and response. Batch jobs move gigabytes; TLS
+    already protects them in transit and S3 checksums what it stores, while the
+    SDK's CRC32 (and the chunked encoding it uploads with) costs the function
+    CPU it needs for predicting."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+
+
+@functools.cache
 def registry() -> Registry:
     config = settings()
     return Registry(
@@ -45,7 +64,10 @@ def predictor() -> Predictor:
         store,
         AliasCache(s3_client(), config.model_bucket, config.alias_cache_seconds),
         ModelCache(
-            store.fetch_artifact, config.model_cache_dir, config.session_cache_bytes
+            store.fetch_artifact,
+            config.model_cache_dir,
+            config.session_cache_bytes,
+            threads=config.session_threads,
         ),
         default_alias=config.default_alias,
     )
@@ -53,5 +75,5 @@ def predictor() -> Predictor:
 
 def reset() -> None:
     """Forget everything built so far (the next call reads the environment again)."""
-    for factory in (settings, s3_client, registry, predictor):
+    for factory in (settings, s3_client, batch_s3_client, registry, predictor):
         factory.cache_clear()

@@ -236,6 +236,25 @@ def test_values_that_do_not_fit_the_datatype_are_refused(
     assert refusal(v2, document, one_input(datatype)) == f"inputs[0].data: {message}"
 
 
+@pytest.mark.parametrize(
+    ("datatype", "value"),
+    [
+        ("FP16", 65504.0),
+        ("FP32", 3.4028234663852886e38),
+        # Past the largest FP32 value, but it rounds to it: not an overflow.
+        ("FP32", 3.4028235e38),
+        ("FP64", 1.7976931348623157e308),
+    ],
+)
+def test_floats_up_to_the_largest_of_their_datatype_are_read(
+    datatype: str, value: float
+) -> None:
+    document = tensor(datatype=datatype, data=[value, -value])
+    (array,) = v2(document, one_input(datatype)).values()
+    largest = float(np.finfo(array.dtype).max)
+    assert array.ravel().tolist() == [largest, -largest]
+
+
 def test_a_model_tagged_for_it_takes_nan_and_infinity() -> None:
     target = manifest(
         Signature(inputs=(TensorSpec("x", "FP32", (-1, 2)),), outputs=()),
