@@ -1,0 +1,94 @@
+"""The real stack for end-to-end tests: ``tools.devstack`` (moto server, demo
+registry, S3 event pump, ``chalice local``) on free loopback ports, once per
+session, an HTTP client on it, and waits for what its S3 events produce."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.support import HttpClient
+from tools.devstack import DevStack
+
+# Startup on a loaded 2-core machine can be slow; a healthy stack takes seconds.
+STARTUP_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="session")
+def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """moto server + demo registry + event pump + chalice local (stage dev).
+
+    Attributes: ``api_url``, ``endpoint_url``, ``model_bucket``, ``batch_bucket``,
+    ``s3`` and ``sqs`` (clients on the moto server), ``registry`` and ``aliases``
+    (the registry library on the model bucket), ``logs()`` (the children's logs).
+    The demo aliases (iris prod and staging, diabetes prod) are shared: a test
+    that changes routing makes an alias of its own.
+    """
+    log_dir = tmp_path_factory.mktemp("dev-stack")
+    with DevStack(log_dir=log_dir, startup_timeout=STARTUP_TIMEOUT) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def api(dev_stack: DevStack) -> HttpClient:
+    """An HTTP client on chalice local."""
+    return HttpClient(dev_stack.api_url)
+
+
+@pytest.fixture
+def wait_for_object(dev_stack: DevStack) -> Callable[..., bytes]:
+    """``wait_for_object(bucket, key, timeout=30.0)``: poll the moto server until
+    the object exists and return its bytes; fails with the stack's logs."""
+
+    def wait(bucket: str, key: str, timeout: float = 30.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                response = dev_stack.s3.get_object(Bucket=bucket, Key=key)
+            except dev_stack.s3.exceptions.NoSuchKey:
+                if time.monotonic() > deadline:
+                    pytest.fail(
+                        f"s3://{bucket}/{key} did not appear within {timeout:.0f} s\n"
+                        + dev_stack.logs()
+                    )
+                time.sleep(0.2)
+            else:
+                return response["Body"].read()
+
+    return wait
+
+
+@pytest.fixture
+def wait_for_batch(dev_stack: DevStack) -> Callable[..., dict[str, Any]]:
+    """``wait_for_batch(key, timeout=30.0)``: the manifest of the batch job for
+    ``incoming/...`` ``key`` once it has finished (its status is no longer
+    ``running``); fails with the stack's logs."""
+
+    def wait(key: str, timeout: float = 30.0) -> dict[str, Any]:
+        assert key.startswith("incoming/"), key
+        manifest_key = "outgoing/" + key[len("incoming/") :] + ".manifest.json"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                response = dev_stack.s3.get_object(
+                    Bucket=dev_stack.batch_bucket, Key=manifest_key
+                )
+            except dev_stack.s3.exceptions.NoSuchKey:
+                manifest: dict[str, Any] = {}
+            else:
+                manifest = json.loads(response["Body"].read())
+            if manifest.get("status", "running") != "running":
+                return manifest
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"no finished manifest s3://{dev_stack.batch_bucket}/"
+                    f"{manifest_key} within {timeout:.0f} s (last: {manifest})\n"
+                    + dev_stack.logs()
+                )
+            time.sleep(0.2)
+
+    return wait
