@@ -1,0 +1,58 @@
+"""One cold start, timed from the first import to the first answer.
+
+Run by ``bench.rest`` in a fresh process per measurement, never imported by it::
+
+    python -m bench.coldstart floor      # boto3 + onnxruntime by hand
+    python -m bench.coldstart turnout    # Turnout's Lambda handler module
+
+The environment carries the moto endpoint (``AWS_ENDPOINT_URL``), the stage's
+``TURNOUT_...`` variables, ``BENCH_MODEL_KEY`` (floor) and ``BENCH_EVENT``
+(Turnout: an API Gateway proxy event). Prints one JSON line: the seconds, the
+status code and the answer's body.
+"""
+
+import time
+
+STARTED = time.perf_counter()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+
+def floor() -> tuple[int, str]:
+    """What anyone would write: fetch the model, open a session, run one row."""
+    import boto3
+    import numpy as np
+    import onnxruntime
+
+    client = boto3.client("s3")
+    body = client.get_object(
+        Bucket=os.environ["TURNOUT_MODEL_BUCKET"], Key=os.environ["BENCH_MODEL_KEY"]
+    )["Body"].read()
+    session = onnxruntime.InferenceSession(body, providers=["CPUExecutionProvider"])
+    row = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
+    label, _ = session.run(None, {"float_input": row})
+    return 200, json.dumps({"label": label.tolist()})
+
+
+def turnout() -> tuple[int, str]:
+    """Import the handler module, as Lambda's init does, and answer one event."""
+    from types import SimpleNamespace
+
+    from app import app
+
+    context = SimpleNamespace(
+        aws_request_id="cold-start",
+        function_name="turnout-dev",
+        memory_limit_in_mb=2048,
+        get_remaining_time_in_millis=lambda: 30_000,
+    )
+    response = app(json.loads(os.environ["BENCH_EVENT"]), context)
+    return int(response["statusCode"]), str(response["body"])
+
+
+if __name__ == "__main__":
+    status, body = {"floor": floor, "turnout": turnout}[sys.argv[1]]()
+    seconds = time.perf_counter() - STARTED
+    print(json.dumps({"seconds": seconds, "status": status, "body": body}))
