@@ -71,15 +71,24 @@ def parse_weight(text: str) -> tuple[int, float]:
     return _positive_integer(version, "version"), _number(weight, "weight")
 
 
+def _unique_pairs[K, V](
+    texts: Sequence[str],
+    parse: Callable[[str], tuple[K, V]],
+    describe: Callable[[K], str],
+) -> dict[K, V]:
+    """Parse each text into a (key, value) pair; ValueError on a repeated key."""
+    pairs: dict[K, V] = {}
+    for text in texts:
+        key, value = parse(text)
+        if key in pairs:
+            raise ValueError(f"{describe(key)} is given more than once")
+        pairs[key] = value
+    return pairs
+
+
 def parse_weights(texts: Sequence[str]) -> dict[int, float]:
     """('1=90', '2=10') -> {1: 90, 2: 10}; each version at most once."""
-    weights: dict[int, float] = {}
-    for text in texts:
-        version, weight = parse_weight(text)
-        if version in weights:
-            raise ValueError(f"version {version} is given more than once")
-        weights[version] = weight
-    return weights
+    return _unique_pairs(texts, parse_weight, lambda version: f"version {version}")
 
 
 def parse_shadow(text: str) -> Shadow:
@@ -103,13 +112,7 @@ def parse_tag(text: str) -> tuple[str, str]:
 
 def parse_tags(texts: Sequence[str]) -> dict[str, str]:
     """('a=1', 'b=2') -> {'a': '1', 'b': '2'}; each key at most once."""
-    tags: dict[str, str] = {}
-    for text in texts:
-        key, value = parse_tag(text)
-        if key in tags:
-            raise ValueError(f"tag {key!r} is given more than once")
-        tags[key] = value
-    return tags
+    return _unique_pairs(texts, parse_tag, lambda key: f"tag {key!r}")
 
 
 def parse_labels(text: str) -> list[str]:
