@@ -1,6 +1,6 @@
 """Turnout's deployment manifest: every route and event handler, each a few lines.
 
-The work happens in ``chalicelib``: ``http`` speaks the REST protocols over the
+The work happens in ``chalicelib``: ``rest`` speaks the REST protocols over the
 prediction core, ``batch`` streams S3 files through the same core.
 """
 
@@ -14,12 +14,12 @@ from typing import Any
 
 from chalice.app import Chalice, Response, S3Event
 
-from chalicelib import http, service
+from chalicelib import rest, service
 from chalicelib.config import INCOMING_PREFIX, Settings
 
 app = Chalice(app_name="turnout")
 # Chalice gives its logger ("turnout", parent of the core's "turnout.predictions"
-# and "turnout.http") a stdout handler, level ERROR and propagate=False: without
+# and "turnout.rest") a stdout handler, level ERROR and propagate=False: without
 # this the INFO record of every prediction and shadow run would be dropped.
 app.log.setLevel(logging.INFO)
 
@@ -36,14 +36,14 @@ _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _serve(
-    handler: Callable[[http.Request], http.Response], **path: str | None
+    handler: Callable[[rest.Request], rest.Response], **path: str | None
 ) -> Response:
     """Hand the current request to ``handler`` and its answer back to Chalice."""
     current = app.current_request
     assert current is not None  # Chalice sets it before calling a view
     body = current.raw_body
     answer = handler(
-        http.Request(
+        rest.Request(
             method=current.method,
             path_params={key: value for key, value in path.items() if value},
             query_params=dict(current.query_params or {}),
@@ -62,17 +62,17 @@ def _serve(
 
 @app.route("/v2/health/live", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 def v2_live() -> Response:
-    return _serve(http.live)
+    return _serve(rest.live)
 
 
 @app.route("/v2/health/ready", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 def v2_ready() -> Response:
-    return _serve(http.ready)
+    return _serve(rest.ready)
 
 
 @app.route("/v2", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 def v2_server_metadata() -> Response:
-    return _serve(http.server_metadata)
+    return _serve(rest.server_metadata)
 
 
 @app.route("/v2/models/{name}", methods=["GET"], content_types=ANY_CONTENT_TYPE)
@@ -82,7 +82,7 @@ def v2_server_metadata() -> Response:
     content_types=ANY_CONTENT_TYPE,
 )
 def v2_model_metadata(name: str, version: str | None = None) -> Response:
-    return _serve(http.model_metadata, name=name, version=version)
+    return _serve(rest.model_metadata, name=name, version=version)
 
 
 @app.route("/v2/models/{name}/ready", methods=["GET"], content_types=ANY_CONTENT_TYPE)
@@ -92,7 +92,7 @@ def v2_model_metadata(name: str, version: str | None = None) -> Response:
     content_types=ANY_CONTENT_TYPE,
 )
 def v2_model_ready(name: str, version: str | None = None) -> Response:
-    return _serve(http.model_ready, name=name, version=version)
+    return _serve(rest.model_ready, name=name, version=version)
 
 
 @app.route("/v2/models/{name}/infer", methods=["POST"], content_types=ANY_CONTENT_TYPE)
@@ -102,12 +102,12 @@ def v2_model_ready(name: str, version: str | None = None) -> Response:
     content_types=ANY_CONTENT_TYPE,
 )
 def v2_infer(name: str, version: str | None = None) -> Response:
-    return _serve(http.infer, name=name, version=version)
+    return _serve(rest.infer, name=name, version=version)
 
 
 @app.route("/models/{name}/predict", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 def predict(name: str) -> Response:
-    return _serve(http.predict, name=name)
+    return _serve(rest.predict, name=name)
 
 
 # --- Batch: S3 uploads under incoming/ -----------------------------------------

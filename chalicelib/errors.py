@@ -1,6 +1,6 @@
 """Domain errors. Each builds its message from its fields; none knows about HTTP.
 
-``chalicelib.http`` maps them to status codes in one table; the batch side writes
+``chalicelib.rest`` maps them to status codes in one table; the batch side writes
 them into manifests and error reports; the CLI prints them on one line.
 """
 

@@ -30,7 +30,7 @@ from chalicelib.manifest import Manifest, Signature, classifier_outputs
 from chalicelib.models import ModelCache
 from chalicelib.names import validate_model_name
 from chalicelib.registry import Registry
-from chalicelib.routing import choose_version, sample_shadow
+from chalicelib.traffic import choose_version, sample_shadow
 
 logger = logging.getLogger("turnout.predictions")
 

@@ -27,7 +27,7 @@ from chalicelib.config import Settings
 from chalicelib.models import open_session
 from chalicelib.predict import Predictor
 from chalicelib.registry import Registry, iso_timestamp, utc_now
-from chalicelib.routing import choose_version
+from chalicelib.traffic import choose_version
 from tests.conftest import BATCH_BUCKET, MODELS, ROOT
 from tests.functional.rest_support import remember_inspections
 

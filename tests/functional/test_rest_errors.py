@@ -227,7 +227,7 @@ def test_an_unexpected_failure_is_a_bare_500_that_is_logged(
         {"error": "internal error"},
     )
     assert b"secret" not in response.body
-    (record,) = [r for r in caplog.records if r.name == "turnout.http"]
+    (record,) = [r for r in caplog.records if r.name == "turnout.rest"]
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
     assert "secret" in str(record.exc_info[1])

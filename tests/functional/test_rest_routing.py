@@ -18,7 +18,7 @@ from scipy.stats import chisquare
 from chalicelib import service
 from chalicelib.aliases import AliasStore, Shadow
 from chalicelib.registry import version_prefix
-from chalicelib.routing import choose_version
+from chalicelib.traffic import choose_version
 from tests.conftest import MODEL_BUCKET
 from tests.functional.rest_support import (
     IRIS_ROWS,

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from chalicelib import errors, http
+from chalicelib import errors, rest
 from chalicelib.errors import TurnoutError
 
 
@@ -32,26 +32,26 @@ from chalicelib.errors import TurnoutError
     ],
 )
 def test_each_domain_error_has_its_status(error: TurnoutError, status: int) -> None:
-    assert http.error_status(error) == status
+    assert rest.error_status(error) == status
 
 
 def test_an_error_outside_the_table_has_no_status() -> None:
     class NewError(TurnoutError):
         pass
 
-    assert http.error_status(NewError("new")) is None
+    assert rest.error_status(NewError("new")) is None
 
 
 def test_headers_are_found_whatever_their_case() -> None:
-    request = http.Request(headers={"x-routing-key": "a", "Content-Type": "b"})
+    request = rest.Request(headers={"x-routing-key": "a", "Content-Type": "b"})
     assert request.header("X-Routing-Key") == "a"
     assert request.header("content-type") == "b"
     assert request.header("X-Turnout-Alias") is None
 
 
-def failing(error: Exception) -> http.Handler:
-    @http._answers
-    def handler(request: http.Request) -> http.Response:
+def failing(error: Exception) -> rest.Handler:
+    @rest._answers
+    def handler(request: rest.Request) -> rest.Response:
         raise error
 
     return handler
@@ -59,7 +59,7 @@ def failing(error: Exception) -> http.Handler:
 
 def test_a_mapped_error_becomes_its_status_and_message() -> None:
     response = failing(errors.AliasNotFoundError("iris", "gone"))(
-        http.Request(request_id="r1")
+        rest.Request(request_id="r1")
     )
     assert (response.status, response.body) == (
         404,
@@ -79,9 +79,9 @@ def test_a_mapped_error_becomes_its_status_and_message() -> None:
 def test_anything_else_is_a_logged_bare_500(
     error: Exception, caplog: pytest.LogCaptureFixture
 ) -> None:
-    response = failing(error)(http.Request(request_id="r2"))
+    response = failing(error)(rest.Request(request_id="r2"))
     assert (response.status, response.body) == (500, {"error": "internal error"})
-    (record,) = [r for r in caplog.records if r.name == "turnout.http"]
+    (record,) = [r for r in caplog.records if r.name == "turnout.rest"]
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None and record.exc_info[1] is error
     assert "r2" in record.getMessage()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import codecs, service
+from chalicelib import payloads, service
 from chalicelib.config import Settings
 from chalicelib.errors import (
     AliasConflictError,
@@ -42,7 +42,7 @@ from chalicelib.manifest import Manifest
 from chalicelib.names import parse_version
 from chalicelib.predict import Target, primary_version
 
-logger = logging.getLogger("turnout.http")
+logger = logging.getLogger("turnout.rest")
 
 SERVER_NAME = "turnout"
 SERVER_VERSION = "0.1.0"
@@ -228,15 +228,15 @@ def infer(request: Request) -> Response:
     """POST /v2/models/{name}[/versions/{version}]/infer (Open Inference Protocol)."""
     settings = service.settings()
     _check_body(request, settings)
-    parsed = codecs.read_infer_request(
-        request.body, request.header(codecs.BINARY_HEADER)
+    parsed = payloads.read_infer_request(
+        request.body, request.header(payloads.BINARY_HEADER)
     )
     target = _resolve(request, parsed.parameters)
-    inputs = codecs.decode_inputs(parsed, target.manifest, max_rows=settings.max_rows)
+    inputs = payloads.decode_inputs(parsed, target.manifest, max_rows=settings.max_rows)
     prediction = service.predictor().run(
         target, inputs, outputs=parsed.outputs, request_id=request.request_id
     )
-    body = codecs.encode_infer_response(
+    body = payloads.encode_infer_response(
         prediction.outputs,
         model_name=target.name,
         model_version=target.version,
@@ -250,14 +250,14 @@ def predict(request: Request) -> Response:
     """POST /models/{name}/predict with ``{"instances": [...]}``."""
     settings = service.settings()
     _check_body(request, settings)
-    document = codecs.parse_json(request.body)
+    document = payloads.parse_json(request.body)
     target = _resolve(request, {})
-    inputs = codecs.decode_instances(
+    inputs = payloads.decode_instances(
         document, target.manifest, max_rows=settings.max_rows
     )
     prediction = service.predictor().run(target, inputs, request_id=request.request_id)
     body = {
-        "predictions": codecs.encode_predictions(target.manifest, prediction.outputs),
+        "predictions": payloads.encode_predictions(target.manifest, prediction.outputs),
         "model": target.name,
         "version": target.version,
         "alias": target.alias,

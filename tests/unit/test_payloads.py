@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chalicelib.codecs import (
+from chalicelib.datatypes import V2_TO_NUMPY
+from chalicelib.errors import InvalidInputError, TooManyRowsError
+from chalicelib.manifest import Manifest, Signature, TensorSpec
+from chalicelib.payloads import (
     decode_inputs,
     decode_instances,
     encode_infer_response,
@@ -18,9 +21,6 @@ from chalicelib.codecs import (
     parse_json,
     read_infer_request,
 )
-from chalicelib.datatypes import V2_TO_NUMPY
-from chalicelib.errors import InvalidInputError, TooManyRowsError
-from chalicelib.manifest import Manifest, Signature, TensorSpec
 
 IRIS = Signature(
     inputs=(TensorSpec("float_input", "FP32", (-1, 4)),),

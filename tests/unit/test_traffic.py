@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pytest
 from scipy.stats import chisquare
 
-from chalicelib.routing import choose_version, sample_shadow, unit_hash
+from chalicelib.traffic import choose_version, sample_shadow, unit_hash
 
 P_VALUE = 0.001
 KEYS = [f"customer-{number}" for number in range(20_000)]
