@@ -14,7 +14,7 @@ from typing import Any
 
 from chalice.app import Chalice, Response, S3Event
 
-from chalicelib import rest, service
+from chalicelib import rest, wiring
 from chalicelib.config import INCOMING_PREFIX, Settings
 
 app = Chalice(app_name="turnout")
@@ -129,8 +129,8 @@ def handle_batch_upload(event: S3Event) -> object:
     return batch.process_upload(
         event.bucket,
         event.key,
-        s3=service.batch_s3_client(),
-        predictor=service.predictor(),
-        settings=service.settings(),
+        s3=wiring.batch_s3_client(),
+        predictor=wiring.predictor(),
+        settings=wiring.settings(),
         seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
     )

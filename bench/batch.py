@@ -168,11 +168,11 @@ def measure(case: str, rows: int, key: str) -> dict[str, float]:
     import boto3
     import onnxruntime
 
-    from chalicelib import batch, service
+    from chalicelib import batch, wiring
 
     s3 = boto3.client("s3")
     if case == "turnout":
-        predictor = service.predictor()
+        predictor = wiring.predictor()
         target = predictor.resolve("iris", version=1)
         predictor.models.get(target.manifest)  # a warm container has its session
         reset_peak_rss()
@@ -180,9 +180,9 @@ def measure(case: str, rows: int, key: str) -> dict[str, float]:
         result = batch.process_upload(
             BATCH_BUCKET,
             key,
-            s3=service.batch_s3_client(),
+            s3=wiring.batch_s3_client(),
             predictor=predictor,
-            settings=service.settings(),
+            settings=wiring.settings(),
             seconds_left=lambda: LAMBDA_SECONDS,
         )
         seconds = time.perf_counter() - started

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import payloads, service
+from chalicelib import payloads, wiring
 from chalicelib.config import Settings
 from chalicelib.errors import (
     AliasConflictError,
@@ -159,7 +159,7 @@ def live(request: Request) -> Response:
 @_answers
 def ready(request: Request) -> Response:
     """GET /v2/health/ready: configured to serve (no S3 call: probes stay cheap)."""
-    if not service.settings().model_bucket:
+    if not wiring.settings().model_bucket:
         return Response(503, {"ready": False, "error": "TURNOUT_MODEL_BUCKET is unset"})
     return Response(200, {"ready": True})
 
@@ -181,7 +181,7 @@ def server_metadata(request: Request) -> Response:
 def model_metadata(request: Request) -> Response:
     """GET /v2/models/{name}[/versions/{version}]: the signature of the version
     named, else of the alias's heaviest version, and every version of the model."""
-    predictor = service.predictor()
+    predictor = wiring.predictor()
     name = request.path_params["name"]
     version = _path_version(request)
     alias = None if version is not None else _alias(request, {})
@@ -203,7 +203,7 @@ def model_ready(request: Request) -> Response:
     """GET /v2/models/{name}[/versions/{version}]/ready: the version named, else
     every version the alias gives weight to, loads and passes its integrity check
     (a 503 names the one that does not). Loading warms the container."""
-    predictor = service.predictor()
+    predictor = wiring.predictor()
     name = request.path_params["name"]
     version = _path_version(request)
     if version is not None:
@@ -226,14 +226,14 @@ def model_ready(request: Request) -> Response:
 @_answers
 def infer(request: Request) -> Response:
     """POST /v2/models/{name}[/versions/{version}]/infer (Open Inference Protocol)."""
-    settings = service.settings()
+    settings = wiring.settings()
     _check_body(request, settings)
     parsed = payloads.read_infer_request(
         request.body, request.header(payloads.BINARY_HEADER)
     )
     target = _resolve(request, parsed.parameters)
     inputs = payloads.decode_inputs(parsed, target.manifest, max_rows=settings.max_rows)
-    prediction = service.predictor().run(
+    prediction = wiring.predictor().run(
         target, inputs, outputs=parsed.outputs, request_id=request.request_id
     )
     body = payloads.encode_infer_response(
@@ -248,14 +248,14 @@ def infer(request: Request) -> Response:
 @_answers
 def predict(request: Request) -> Response:
     """POST /models/{name}/predict with ``{"instances": [...]}``."""
-    settings = service.settings()
+    settings = wiring.settings()
     _check_body(request, settings)
     document = payloads.parse_json(request.body)
     target = _resolve(request, {})
     inputs = payloads.decode_instances(
         document, target.manifest, max_rows=settings.max_rows
     )
-    prediction = service.predictor().run(target, inputs, request_id=request.request_id)
+    prediction = wiring.predictor().run(target, inputs, request_id=request.request_id)
     body = {
         "predictions": payloads.encode_predictions(target.manifest, prediction.outputs),
         "model": target.name,
@@ -307,7 +307,7 @@ def _resolve(request: Request, parameters: Mapping[str, Any]) -> Target:
     routing_key = _text_parameter(parameters, "routing_key") or request.header(
         "X-Routing-Key"
     )
-    return service.predictor().resolve(
+    return wiring.predictor().resolve(
         request.path_params["name"],
         version=version,
         alias=None if version is not None else _alias(request, parameters),

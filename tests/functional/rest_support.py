@@ -13,7 +13,7 @@ import pytest
 from chalice.test import Client, HTTPResponse
 
 from app import app
-from chalicelib import models, service
+from chalicelib import models, wiring
 from chalicelib import registry as registry_module
 from chalicelib.config import Settings
 from tests.conftest import ROOT
@@ -37,16 +37,16 @@ def serving_client(request: pytest.FixtureRequest, **changes: Any) -> Iterator[C
     def settings() -> Settings:
         return replace(Settings.from_env(), model_cache_dir=str(cache_dir), **changes)
 
-    monkeypatch.setattr(service, "settings", functools.cache(settings))
+    monkeypatch.setattr(wiring, "settings", functools.cache(settings))
     # The container's S3 client factory, replaced by the test's moto client.
     s3 = request.getfixturevalue("s3")
-    monkeypatch.setattr(service, "s3_client", functools.cache(lambda: s3))
-    service.reset()
+    monkeypatch.setattr(wiring, "s3_client", functools.cache(lambda: s3))
+    wiring.reset()
     with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
         yield client
-    if service.predictor.cache_info().currsize:
-        service.predictor().wait_for_shadows()
-    service.reset()
+    if wiring.predictor.cache_info().currsize:
+        wiring.predictor().wait_for_shadows()
+    wiring.reset()
 
 
 _INSPECTED: dict[bytes, models.ModelInfo] = {}

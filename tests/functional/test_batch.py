@@ -22,7 +22,7 @@ from chalice.local import LambdaContext
 from chalice.test import Client
 
 from app import app
-from chalicelib import batch, service
+from chalicelib import batch, wiring
 from chalicelib.config import Settings
 from chalicelib.models import open_session
 from chalicelib.predict import Predictor
@@ -186,11 +186,11 @@ def batch_app(
         changes = {"model_cache_dir": str(tmp_path / "models"), **settings_changes}
         return replace(Settings.from_env(), **changes)
 
-    monkeypatch.setattr(service, "settings", functools.cache(settings))
-    service.reset()
+    monkeypatch.setattr(wiring, "settings", functools.cache(settings))
+    wiring.reset()
     with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
         yield Batch(s3, client)
-    service.reset()
+    wiring.reset()
 
 
 def count_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -631,8 +631,8 @@ def process(batch_app: Batch, key: str, **options: Any) -> dict[str, Any] | None
     """The batch function without the Lambda runtime around it."""
     arguments: dict[str, Any] = {
         "s3": batch_app.s3,
-        "predictor": service.predictor(),
-        "settings": service.settings(),
+        "predictor": wiring.predictor(),
+        "settings": wiring.settings(),
         "seconds_left": lambda: 900.0,
         **options,
     }
@@ -648,7 +648,7 @@ def wired(batch_app: Batch, monkeypatch: pytest.MonkeyPatch) -> Batch:
         **function_environment(),
     }.items():
         monkeypatch.setenv(name, value)
-    service.reset()
+    wiring.reset()
     return batch_app
 
 

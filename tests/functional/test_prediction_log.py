@@ -17,7 +17,7 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib import service
+from chalicelib import wiring
 from chalicelib.aliases import AliasStore, Shadow
 from tests.functional.rest_support import (
     IRIS_ROWS,
@@ -76,7 +76,7 @@ def test_a_shadow_comparison_is_written_by_the_app_log_handler(
     aliases.set_routing("iris", "prod", {1: 100}, shadow=Shadow(2, 100), actor="tests")
     response = post_json(client, "/models/iris/predict", {"instances": IRIS_ROWS})
     assert response.status_code == 200
-    service.predictor().wait_for_shadows()
+    wiring.predictor().wait_for_shadows()
     (prediction, shadow) = [
         record
         for record in records(written)

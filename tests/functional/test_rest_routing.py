@@ -15,7 +15,7 @@ import pytest
 from chalice.test import Client, HTTPResponse
 from scipy.stats import chisquare
 
-from chalicelib import service
+from chalicelib import wiring
 from chalicelib.aliases import AliasStore, Shadow
 from chalicelib.registry import version_prefix
 from chalicelib.traffic import choose_version
@@ -209,7 +209,7 @@ def test_a_shadow_answer_is_logged_never_returned(
     assert response.status_code == 200
     assert served_by(response) == ("iris", "1", "prod")
     assert response.json_body["model_version"] == "1"
-    service.predictor().wait_for_shadows()
+    wiring.predictor().wait_for_shadows()
     (shadow,) = records(caplog, "shadow")
     request_id = response.headers["X-Request-Id"]
     assert {
@@ -243,7 +243,7 @@ def test_a_failing_shadow_never_touches_the_answer(
     assert response.status_code == 200
     assert served_by(response) == ("iris", "1", "prod")
     assert response.json_body["outputs"] == unshadowed.json_body["outputs"]
-    service.predictor().wait_for_shadows()
+    wiring.predictor().wait_for_shadows()
     (shadow,) = records(caplog, "shadow")
     assert shadow["ok"] is False
     assert shadow["request_id"] == response.headers["X-Request-Id"]
@@ -310,4 +310,4 @@ def test_an_alias_change_shows_after_the_cache_time(
 
 def test_the_dev_stage_caches_aliases_for_at_most_five_seconds(client: Client) -> None:
     infer(client)
-    assert 0 < service.settings().alias_cache_seconds <= 5
+    assert 0 < wiring.settings().alias_cache_seconds <= 5

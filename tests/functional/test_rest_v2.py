@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from chalice.test import Client
 
-from chalicelib import service
+from chalicelib import wiring
 from chalicelib.aliases import AliasStore
 from chalicelib.models import open_session
 from tests.conftest import MODELS
@@ -155,14 +155,14 @@ def test_model_ready_loads_every_version_the_alias_weighs(client: Client) -> Non
         {"name": "iris", "ready": True},
     )
     assert served_by(response) == ("iris", "1", "prod")
-    assert service.predictor().models.cached() == [("iris", 1), ("iris", 2)]
+    assert wiring.predictor().models.cached() == [("iris", 1), ("iris", 2)]
 
 
 def test_version_ready_loads_that_version(client: Client) -> None:
     response = client.http.get("/v2/models/iris/versions/2/ready")
     assert response.status_code == 200
     assert served_by(response) == ("iris", "2", "")
-    assert service.predictor().models.cached() == [("iris", 2)]
+    assert wiring.predictor().models.cached() == [("iris", 2)]
 
 
 # -- inference -------------------------------------------------------------------------
