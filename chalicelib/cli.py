@@ -28,9 +28,9 @@ from chalicelib.errors import (
     ModelTooLargeError,
     TurnoutError,
 )
-from chalicelib.manifest import Manifest, TensorSpec
 from chalicelib.names import parse_version
 from chalicelib.registry import Registry, error_code
+from chalicelib.version_manifest import Manifest, TensorSpec
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

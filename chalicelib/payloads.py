@@ -39,7 +39,12 @@ import numpy as np
 
 from chalicelib.datatypes import FLOAT_TYPES, INTEGER_TYPES, V2_TO_NUMPY, numpy_to_v2
 from chalicelib.errors import InvalidInputError, TooManyRowsError
-from chalicelib.manifest import Manifest, Signature, TensorSpec, classifier_outputs
+from chalicelib.version_manifest import (
+    Manifest,
+    Signature,
+    TensorSpec,
+    classifier_outputs,
+)
 
 NON_FINITE_TAG = "turnout.non_finite"
 BINARY_HEADER = "Inference-Header-Content-Length"

@@ -26,11 +26,11 @@ from chalicelib.errors import (
     ModelExecutionError,
     ModelNotFoundError,
 )
-from chalicelib.manifest import Manifest, Signature, classifier_outputs
 from chalicelib.models import ModelCache
 from chalicelib.names import validate_model_name
 from chalicelib.registry import Registry
 from chalicelib.traffic import choose_version, sample_shadow
+from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
 
 logger = logging.getLogger("turnout.predictions")
 

@@ -30,9 +30,9 @@ from chalicelib.errors import (
     ModelTooLargeError,
     VersionNotFoundError,
 )
-from chalicelib.manifest import Manifest, Signature, classifier_outputs
 from chalicelib.models import inspect_model, sha256_hex
 from chalicelib.names import validate_model_name
+from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -38,9 +38,9 @@ from chalicelib.errors import (
     UnsupportedMediaTypeError,
     VersionInUseError,
 )
-from chalicelib.manifest import Manifest
 from chalicelib.names import parse_version
 from chalicelib.predict import Target, primary_version
+from chalicelib.version_manifest import Manifest
 
 logger = logging.getLogger("turnout.rest")
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from chalicelib.datatypes import INTEGER_TYPES, V2_TO_NUMPY
 from chalicelib.errors import BatchFileError
-from chalicelib.manifest import Manifest, classifier_outputs
+from chalicelib.version_manifest import Manifest, classifier_outputs
 
 CSV = "csv"
 JSONL = "jsonl"

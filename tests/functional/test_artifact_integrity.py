@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from chalicelib.errors import ModelIntegrityError
-from chalicelib.manifest import Manifest
 from chalicelib.models import ModelCache, sha256_hex
 from chalicelib.registry import Registry
+from chalicelib.version_manifest import Manifest
 from tests.conftest import MODEL_BUCKET, model_bytes
 
 if TYPE_CHECKING:

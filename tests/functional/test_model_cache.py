@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from chalicelib.manifest import Manifest
 from chalicelib.models import ModelCache
 from chalicelib.registry import Registry
+from chalicelib.version_manifest import Manifest
 
 
 class CountingFetch:

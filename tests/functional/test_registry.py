@@ -19,8 +19,8 @@ from chalicelib.errors import (
     TurnoutError,
     VersionNotFoundError,
 )
-from chalicelib.manifest import Signature, TensorSpec
 from chalicelib.registry import Registry
+from chalicelib.version_manifest import Signature, TensorSpec
 from tests.conftest import MODEL_BUCKET, model_bytes
 
 if TYPE_CHECKING:

@@ -11,7 +11,6 @@ import pytest
 
 from chalicelib.datatypes import V2_TO_NUMPY
 from chalicelib.errors import InvalidInputError, TooManyRowsError
-from chalicelib.manifest import Manifest, Signature, TensorSpec
 from chalicelib.payloads import (
     decode_inputs,
     decode_instances,
@@ -21,6 +20,7 @@ from chalicelib.payloads import (
     parse_json,
     read_infer_request,
 )
+from chalicelib.version_manifest import Manifest, Signature, TensorSpec
 
 IRIS = Signature(
     inputs=(TensorSpec("float_input", "FP32", (-1, 4)),),

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from chalicelib.errors import InvalidInputError
-from chalicelib.manifest import Manifest, Signature, TensorSpec
 from chalicelib.predict import agreement, check_inputs
+from chalicelib.version_manifest import Manifest, Signature, TensorSpec
 
 IRIS = Signature(
     inputs=(TensorSpec("float_input", "FP32", (-1, 4)),),

@@ -7,14 +7,14 @@ import json
 import pytest
 
 from chalicelib.errors import InvalidModelError
-from chalicelib.manifest import (
+from chalicelib.models import ModelHeader, read_model_header
+from chalicelib.version_manifest import (
     ClassifierOutputs,
     Manifest,
     Signature,
     TensorSpec,
     classifier_outputs,
 )
-from chalicelib.models import ModelHeader, read_model_header
 from tests.conftest import model_bytes
 
 # The demo models' signatures, as the registry reads them (see tests/functional).
