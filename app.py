@@ -62,17 +62,17 @@ def _serve(
 
 @app.route("/v2/health/live", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 def v2_live() -> Response:
-    return _serve(rest.live)
+    return _serve(wiring.rest_api().live)
 
 
 @app.route("/v2/health/ready", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 def v2_ready() -> Response:
-    return _serve(rest.ready)
+    return _serve(wiring.rest_api().ready)
 
 
 @app.route("/v2", methods=["GET"], content_types=ANY_CONTENT_TYPE)
 def v2_server_metadata() -> Response:
-    return _serve(rest.server_metadata)
+    return _serve(wiring.rest_api().server_metadata)
 
 
 @app.route("/v2/models/{name}", methods=["GET"], content_types=ANY_CONTENT_TYPE)
@@ -82,7 +82,7 @@ def v2_server_metadata() -> Response:
     content_types=ANY_CONTENT_TYPE,
 )
 def v2_model_metadata(name: str, version: str | None = None) -> Response:
-    return _serve(rest.model_metadata, name=name, version=version)
+    return _serve(wiring.rest_api().model_metadata, name=name, version=version)
 
 
 @app.route("/v2/models/{name}/ready", methods=["GET"], content_types=ANY_CONTENT_TYPE)
@@ -92,7 +92,7 @@ def v2_model_metadata(name: str, version: str | None = None) -> Response:
     content_types=ANY_CONTENT_TYPE,
 )
 def v2_model_ready(name: str, version: str | None = None) -> Response:
-    return _serve(rest.model_ready, name=name, version=version)
+    return _serve(wiring.rest_api().model_ready, name=name, version=version)
 
 
 @app.route("/v2/models/{name}/infer", methods=["POST"], content_types=ANY_CONTENT_TYPE)
@@ -102,12 +102,12 @@ def v2_model_ready(name: str, version: str | None = None) -> Response:
     content_types=ANY_CONTENT_TYPE,
 )
 def v2_infer(name: str, version: str | None = None) -> Response:
-    return _serve(rest.infer, name=name, version=version)
+    return _serve(wiring.rest_api().infer, name=name, version=version)
 
 
 @app.route("/models/{name}/predict", methods=["POST"], content_types=ANY_CONTENT_TYPE)
 def predict(name: str) -> Response:
-    return _serve(rest.predict, name=name)
+    return _serve(wiring.rest_api().predict, name=name)
 
 
 # --- Batch: S3 uploads under incoming/ -----------------------------------------
@@ -126,11 +126,12 @@ def handle_batch_upload(event: S3Event) -> object:
     from chalicelib import batch
 
     context: Any = event.context  # Lambda's context object (Chalice types it dict)
+    wired = wiring.container()
     return batch.process_upload(
         event.bucket,
         event.key,
-        s3=wiring.batch_s3_client(),
-        predictor=wiring.predictor(),
-        settings=wiring.settings(),
+        s3=wired.batch_s3,
+        predictor=wired.predictor,
+        settings=wired.settings,
         seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
     )

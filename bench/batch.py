@@ -180,7 +180,7 @@ def measure(case: str, rows: int, key: str) -> dict[str, float]:
         result = batch.process_upload(
             BATCH_BUCKET,
             key,
-            s3=wiring.batch_s3_client(),
+            s3=wiring.container().batch_s3,
             predictor=predictor,
             settings=wiring.settings(),
             seconds_left=lambda: LAMBDA_SECONDS,

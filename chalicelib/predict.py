@@ -34,25 +34,6 @@ from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
 
 logger = logging.getLogger("turnout.predictions")
 
-# The JSON line logged for each prediction. Filled in by %-formatting, which costs
-# a fraction of json.dumps on a dict, on a path that takes tens of microseconds;
-# the caller passes strings already quoted (json.dumps) and None as "null".
-_PREDICTION_RECORD = (
-    '{"event": "prediction", "request_id": %s, "model": %s, "version": %d, '
-    '"alias": %s, "rows": %d, "latency_ms": %.3f, "shadow_version": %s}'
-)
-
-
-def _log_info(message: str, *args: object) -> None:
-    """``logger.info(message, *args)`` without its search of the call stack for
-    the caller's line (a third of its cost, paid on every prediction): records
-    name this module, without a line number."""
-    if logger.isEnabledFor(logging.INFO):
-        record = logger.makeRecord(
-            logger.name, logging.INFO, __file__, 0, message, args, None
-        )
-        logger.handle(record)
-
 
 # Built for every request: a frozen dataclass would cost three times as much.
 @dataclass(slots=True)
@@ -238,7 +219,9 @@ class Predictor:
         request_id: str = "",
     ) -> Prediction:
         """Run the target version on ``inputs`` (checked against its signature) and
-        return the requested ``outputs`` (all when None); start its shadow copy."""
+        return the requested ``outputs`` (all when None); start its shadow copy.
+        Who observes the run (logs, metrics) is the caller's business: a REST
+        request or a batch file, not each call."""
         manifest = target.manifest
         check_inputs(manifest.signature, inputs)
         names = [spec.name for spec in manifest.outputs]
@@ -253,18 +236,6 @@ class Predictor:
         started = time.perf_counter()
         results = self._execute(manifest, names, inputs)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        # Warm requests take tens of microseconds: build the record only if kept.
-        if logger.isEnabledFor(logging.INFO):
-            _log_info(
-                _PREDICTION_RECORD,
-                json.dumps(request_id),
-                json.dumps(manifest.name),
-                manifest.version,
-                "null" if target.alias is None else json.dumps(target.alias),
-                _row_count(inputs),
-                latency_ms,
-                "null" if target.shadow is None else target.shadow.version,
-            )
         if target.shadow is not None:
             self._start_shadow(target, inputs, results, request_id)
         return Prediction(target=target, outputs=results, latency_ms=latency_ms)
@@ -319,7 +290,7 @@ class Predictor:
             "version": target.version,
             "shadow_version": shadow.version,
             "alias": target.alias,
-            "rows": _row_count(inputs),
+            "rows": row_count(inputs),
         }
         started = time.perf_counter()
         try:
@@ -332,7 +303,7 @@ class Predictor:
             record["ok"] = False
             record["error"] = str(error) or type(error).__name__
         record["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
-        _log_info(json.dumps(record))
+        logger.info(json.dumps(record))
 
     def wait_for_shadows(self, timeout: float = 30.0) -> None:
         """Block until the shadow runs started so far have finished."""
@@ -342,7 +313,8 @@ class Predictor:
             future.result(timeout=timeout)
 
 
-def _row_count(inputs: Mapping[str, np.ndarray]) -> int:
+def row_count(inputs: Mapping[str, np.ndarray]) -> int:
+    """The batch size of ``inputs`` (1 for a scalar input, 0 for none)."""
     for array in inputs.values():
         return int(array.shape[0]) if array.ndim else 1
     return 0

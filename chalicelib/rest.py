@@ -1,9 +1,12 @@
 """The REST protocols over the prediction core, without a web framework.
 
 Open Inference Protocol (KServe V2) routes and the simple ``instances`` route. Each
-handler takes a plain Request and returns a plain Response; ``app.py`` converts
-Chalice's. ERROR_STATUS is the one table from domain errors to status codes:
-anything else is logged with its traceback and answered with a bare 500.
+handler of RestApi takes a plain Request and returns a plain Response; ``app.py``
+converts Chalice's. The HTTP side lives here (body size, content type, headers,
+where the alias and routing key come from, status codes); the DataPlane resolves,
+decodes, runs and encodes. ERROR_STATUS is the one table from domain errors to
+status codes: anything else is logged with its traceback and answered with a bare
+500.
 
 Who answers: the version in the path, else the alias named by ``parameters.alias``
 (V2 body), ``?alias=`` or the ``X-Turnout-Alias`` header (in that order), else the
@@ -14,14 +17,15 @@ X-Model-Version and X-Model-Alias (empty when the path named the version).
 
 from __future__ import annotations
 
-import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import payloads, wiring
+from chalicelib import payloads
 from chalicelib.config import Settings
+from chalicelib.dataplane import Answer, DataPlane
 from chalicelib.errors import (
     AliasConflictError,
     InvalidAliasError,
@@ -39,14 +43,20 @@ from chalicelib.errors import (
     VersionInUseError,
 )
 from chalicelib.names import parse_version
-from chalicelib.predict import Target, primary_version
+from chalicelib.observe import (
+    CLIENT_ERROR,
+    OK,
+    REST,
+    SERVER_ERROR,
+    Observation,
+    Observers,
+)
 from chalicelib.version_manifest import Manifest
 
 logger = logging.getLogger("turnout.rest")
 
 SERVER_NAME = "turnout"
 SERVER_VERSION = "0.1.0"
-PLATFORM = "onnxruntime_onnx"
 
 # What a request body may be. No Content-Type at all is read as JSON too;
 # octet-stream is what binary-extension clients send (and what API Gateway passes
@@ -103,6 +113,8 @@ class Response:
 
 
 Handler = Callable[[Request], Response]
+# A handler of RestApi: the request, and the Observation it fills.
+_Work = Callable[[Request, Observation], Response]
 
 
 def error_status(error: TurnoutError) -> int | None:
@@ -112,14 +124,136 @@ def error_status(error: TurnoutError) -> int | None:
     )
 
 
-def _answers(handler: Handler) -> Handler:
-    """Turn the handler's errors into answers: mapped domain errors into their
-    status and message, anything else into a logged, generic 500."""
+def outcome_of(status: int) -> str:
+    """OK, CLIENT_ERROR or SERVER_ERROR for an HTTP status."""
+    if status < 400:
+        return OK
+    return CLIENT_ERROR if status < 500 else SERVER_ERROR
 
-    @functools.wraps(handler)
-    def answer(request: Request) -> Response:
+
+class RestApi:
+    """The REST handlers over one DataPlane; every prediction request (answered
+    or refused) is handed to ``observers`` once, after its answer is built."""
+
+    def __init__(
+        self,
+        plane: DataPlane,
+        settings: Settings,
+        observers: Observers,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.plane = plane
+        self.settings = settings
+        self.observers = observers
+        self._clock = clock
+
+    # -- health and metadata -----------------------------------------------------------
+
+    def live(self, request: Request) -> Response:
+        """GET /v2/health/live: the function answers."""
+        return Response(200, {"live": True}, _json_headers(request))
+
+    def ready(self, request: Request) -> Response:
+        """GET /v2/health/ready: configured to serve (no S3 call: probes stay
+        cheap)."""
+        if not self.settings.model_bucket:
+            body = {"ready": False, "error": "TURNOUT_MODEL_BUCKET is unset"}
+            return Response(503, body, _json_headers(request))
+        return Response(200, {"ready": True}, _json_headers(request))
+
+    def server_metadata(self, request: Request) -> Response:
+        """GET /v2: who serves, and the protocol extensions it supports."""
+        body = {
+            "name": SERVER_NAME,
+            "version": SERVER_VERSION,
+            "extensions": ["binary_tensor_data"],
+        }
+        return Response(200, body, _json_headers(request))
+
+    def model_metadata(self, request: Request) -> Response:
+        """GET /v2/models/{name}[/versions/{version}]: the signature of the
+        version named, else of the alias's heaviest version, and every version
+        of the model."""
+        return self._answer(request, self._model_metadata, observed=False)
+
+    def model_ready(self, request: Request) -> Response:
+        """GET /v2/models/{name}[/versions/{version}]/ready: the version named,
+        else every version the alias gives weight to, loads and passes its
+        integrity check (a 503 names the one that does not). Loading warms the
+        container."""
+        return self._answer(request, self._model_ready, observed=False)
+
+    # -- predictions -------------------------------------------------------------------
+
+    def infer(self, request: Request) -> Response:
+        """POST /v2/models/{name}[/versions/{version}]/infer (Open Inference
+        Protocol)."""
+        return self._answer(request, self._infer, observed=True)
+
+    def predict(self, request: Request) -> Response:
+        """POST /models/{name}/predict with ``{"instances": [...]}``."""
+        return self._answer(request, self._predict, observed=True)
+
+    def _model_metadata(self, request: Request, observation: Observation) -> Response:
+        version = _path_version(request)
+        body, manifest, alias = self.plane.metadata(
+            request.path_params["name"],
+            version=version,
+            alias=None if version is not None else _alias(request, {}),
+        )
+        return Response(200, body, _served_by(manifest, alias))
+
+    def _model_ready(self, request: Request, observation: Observation) -> Response:
+        name = request.path_params["name"]
+        version = _path_version(request)
+        manifest, alias = self.plane.ready(
+            name,
+            version=version,
+            alias=None if version is not None else _alias(request, {}),
+        )
+        return Response(200, {"name": name, "ready": True}, _served_by(manifest, alias))
+
+    def _infer(self, request: Request, observation: Observation) -> Response:
+        self._check_body(request)
+        parsed = payloads.read_infer_request(
+            request.body, request.header(payloads.BINARY_HEADER)
+        )
+        version = _path_version(request)
+        answer = self.plane.infer(
+            request.path_params["name"],
+            parsed,
+            version=version,
+            alias=None if version is not None else _alias(request, parsed.parameters),
+            routing_key=_routing_key(request, parsed.parameters),
+            observation=observation,
+        )
+        return _answered(answer)
+
+    def _predict(self, request: Request, observation: Observation) -> Response:
+        self._check_body(request)
+        document = payloads.parse_json(request.body)
+        answer = self.plane.predict(
+            request.path_params["name"],
+            document,
+            alias=_alias(request, {}),
+            routing_key=_routing_key(request, {}),
+            observation=observation,
+        )
+        return _answered(answer)
+
+    # -- the frame every answer goes through -------------------------------------------
+
+    def _answer(self, request: Request, work: _Work, *, observed: bool) -> Response:
+        """Run ``work`` and turn its errors into answers: mapped domain errors into
+        their status and message, anything else into a logged, generic 500. With
+        ``observed``, the observers get the request's Observation afterwards."""
+        started = self._clock()
+        observation = Observation(
+            REST, request.request_id, model=request.path_params.get("name", "")
+        )
         try:
-            response = handler(request)
+            response = work(request, observation)
         except TurnoutError as error:
             status = error_status(error)
             if status is None:
@@ -128,13 +262,33 @@ def _answers(handler: Handler) -> Handler:
                 if status >= 500:
                     logger.error("request %s: %s", request.request_id, error.message)
                 response = Response(status, {"error": error.message})
+            observation.error = response.body["error"]
         except Exception:
             response = _internal_error(request)
-        response.headers["Content-Type"] = "application/json"
-        response.headers["X-Request-Id"] = request.request_id
+            observation.error = response.body["error"]
+        headers = response.headers
+        headers["Content-Type"] = "application/json"
+        headers["X-Request-Id"] = request.request_id
+        if observed:
+            observation.status = response.status
+            observation.outcome = outcome_of(response.status)
+            observation.latency_ms = (self._clock() - started) * 1000.0
+            self.observers.observe(observation)
         return response
 
-    return answer
+    def _check_body(self, request: Request) -> None:
+        """Refuse a body over the size limit (before reading it) or of a type we do
+        not read."""
+        limit = self.settings.max_request_bytes
+        if len(request.body) > limit:
+            raise PayloadTooLargeError(len(request.body), limit)
+        content_type = request.header("Content-Type") or ""
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type and media_type not in ACCEPTED_CONTENT_TYPES:
+            raise UnsupportedMediaTypeError(content_type, list(ACCEPTED_CONTENT_TYPES))
+
+
+# -- helpers ---------------------------------------------------------------------------
 
 
 def _internal_error(request: Request) -> Response:
@@ -147,136 +301,8 @@ def _internal_error(request: Request) -> Response:
     return Response(500, {"error": "internal error"})
 
 
-# -- health and metadata ---------------------------------------------------------------
-
-
-@_answers
-def live(request: Request) -> Response:
-    """GET /v2/health/live: the function answers."""
-    return Response(200, {"live": True})
-
-
-@_answers
-def ready(request: Request) -> Response:
-    """GET /v2/health/ready: configured to serve (no S3 call: probes stay cheap)."""
-    if not wiring.settings().model_bucket:
-        return Response(503, {"ready": False, "error": "TURNOUT_MODEL_BUCKET is unset"})
-    return Response(200, {"ready": True})
-
-
-@_answers
-def server_metadata(request: Request) -> Response:
-    """GET /v2: who serves, and the protocol extensions it supports."""
-    return Response(
-        200,
-        {
-            "name": SERVER_NAME,
-            "version": SERVER_VERSION,
-            "extensions": ["binary_tensor_data"],
-        },
-    )
-
-
-@_answers
-def model_metadata(request: Request) -> Response:
-    """GET /v2/models/{name}[/versions/{version}]: the signature of the version
-    named, else of the alias's heaviest version, and every version of the model."""
-    predictor = wiring.predictor()
-    name = request.path_params["name"]
-    version = _path_version(request)
-    alias = None if version is not None else _alias(request, {})
-    manifest = predictor.describe(name, version=version, alias=alias)
-    if version is None:
-        alias = alias or predictor.default_alias
-    body = {
-        "name": manifest.name,
-        "versions": [str(v) for v in predictor.registry.list_versions(name)],
-        "platform": PLATFORM,
-        "inputs": [spec.to_dict() for spec in manifest.inputs],
-        "outputs": [spec.to_dict() for spec in manifest.outputs],
-    }
-    return Response(200, body, _served_by(manifest, alias))
-
-
-@_answers
-def model_ready(request: Request) -> Response:
-    """GET /v2/models/{name}[/versions/{version}]/ready: the version named, else
-    every version the alias gives weight to, loads and passes its integrity check
-    (a 503 names the one that does not). Loading warms the container."""
-    predictor = wiring.predictor()
-    name = request.path_params["name"]
-    version = _path_version(request)
-    if version is not None:
-        manifest = predictor.manifest(name, version)
-        predictor.models.get(manifest)
-        return Response(200, {"name": name, "ready": True}, _served_by(manifest, None))
-    document = predictor.alias(name, _alias(request, {}))
-    for weighted, weight in sorted(document.weights.items()):
-        if weight > 0:
-            predictor.models.get(predictor.manifest(name, weighted))
-    manifest = predictor.manifest(name, primary_version(document))
-    return Response(
-        200, {"name": name, "ready": True}, _served_by(manifest, document.alias)
-    )
-
-
-# -- predictions -----------------------------------------------------------------------
-
-
-@_answers
-def infer(request: Request) -> Response:
-    """POST /v2/models/{name}[/versions/{version}]/infer (Open Inference Protocol)."""
-    settings = wiring.settings()
-    _check_body(request, settings)
-    parsed = payloads.read_infer_request(
-        request.body, request.header(payloads.BINARY_HEADER)
-    )
-    target = _resolve(request, parsed.parameters)
-    inputs = payloads.decode_inputs(parsed, target.manifest, max_rows=settings.max_rows)
-    prediction = wiring.predictor().run(
-        target, inputs, outputs=parsed.outputs, request_id=request.request_id
-    )
-    body = payloads.encode_infer_response(
-        prediction.outputs,
-        model_name=target.name,
-        model_version=target.version,
-        request_id=parsed.id,
-    )
-    return Response(200, body, _served_by(target.manifest, target.alias))
-
-
-@_answers
-def predict(request: Request) -> Response:
-    """POST /models/{name}/predict with ``{"instances": [...]}``."""
-    settings = wiring.settings()
-    _check_body(request, settings)
-    document = payloads.parse_json(request.body)
-    target = _resolve(request, {})
-    inputs = payloads.decode_instances(
-        document, target.manifest, max_rows=settings.max_rows
-    )
-    prediction = wiring.predictor().run(target, inputs, request_id=request.request_id)
-    body = {
-        "predictions": payloads.encode_predictions(target.manifest, prediction.outputs),
-        "model": target.name,
-        "version": target.version,
-        "alias": target.alias,
-    }
-    return Response(200, body, _served_by(target.manifest, target.alias))
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-def _check_body(request: Request, settings: Settings) -> None:
-    """Refuse a body over the size limit (before reading it) or of a type we do not
-    read."""
-    if len(request.body) > settings.max_request_bytes:
-        raise PayloadTooLargeError(len(request.body), settings.max_request_bytes)
-    content_type = request.header("Content-Type") or ""
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type and media_type not in ACCEPTED_CONTENT_TYPES:
-        raise UnsupportedMediaTypeError(content_type, list(ACCEPTED_CONTENT_TYPES))
+def _json_headers(request: Request) -> dict[str, str]:
+    return {"Content-Type": "application/json", "X-Request-Id": request.request_id}
 
 
 def _path_version(request: Request) -> int | None:
@@ -302,17 +328,16 @@ def _alias(request: Request, parameters: Mapping[str, Any]) -> str | None:
     )
 
 
-def _resolve(request: Request, parameters: Mapping[str, Any]) -> Target:
-    version = _path_version(request)
-    routing_key = _text_parameter(parameters, "routing_key") or request.header(
-        "X-Routing-Key"
+def _routing_key(request: Request, parameters: Mapping[str, Any]) -> str | None:
+    return (
+        _text_parameter(parameters, "routing_key")
+        or request.header("X-Routing-Key")
+        or None
     )
-    return wiring.predictor().resolve(
-        request.path_params["name"],
-        version=version,
-        alias=None if version is not None else _alias(request, parameters),
-        routing_key=routing_key or None,
-    )
+
+
+def _answered(answer: Answer) -> Response:
+    return Response(200, answer.body, _served_by(answer.manifest, answer.alias))
 
 
 def _served_by(manifest: Manifest, alias: str | None) -> dict[str, str]:

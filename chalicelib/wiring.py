@@ -1,37 +1,46 @@
-"""Per-container wiring: settings, the S3 client and the predictor, built lazily
-once and kept while the container is warm. Tests call ``reset()`` to start over."""
+"""Per-container wiring: every collaborator the functions use, built lazily once
+and kept while the Lambda container is warm.
+
+A Container holds the settings, the AWS clients, the clock and the random source
+and builds the registry, the caches, the prediction core, the observers and the
+REST API from them, each on first use (a health check builds none of the model
+machinery). ``app.py`` asks ``container()`` for what a handler needs; tests
+``install`` a container of their own, with a moto client, a fake clock and a
+seeded random source.
+"""
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.aliases import AliasCache
 from chalicelib.config import Settings
 from chalicelib.models import ModelCache
+from chalicelib.observe import Observer, Observers, PredictionLog
 from chalicelib.predict import Predictor
 from chalicelib.registry import Registry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-
-@functools.cache
-def settings() -> Settings:
-    return Settings.from_env()
+    from chalicelib.dataplane import DataPlane
+    from chalicelib.rest import RestApi
 
 
-@functools.cache
-def s3_client() -> S3Client:
-    """One S3 client per container; honours AWS_ENDPOINT_URL (moto locally)."""
+def _s3_client() -> S3Client:
+    """An S3 client; honours AWS_ENDPOINT_URL (moto locally)."""
     import boto3
 
     return boto3.client("s3")
 
 
-@functools.cache
-def batch_s3_client() -> S3Client:
-    """The batch function's S3 client: like ``s3_client`` but without the SDK's
+def _batch_s3_client() -> S3Client:
+    """The batch function's S3 client: like ``_s3_client`` but without the SDK's
     own checksum on every request and response. Batch jobs move gigabytes; TLS
     already protects them in transit and S3 checksums what it stores, while the
     SDK's CRC32 (and the chunked encoding it uploads with) costs the function
@@ -48,32 +57,130 @@ def batch_s3_client() -> S3Client:
     )
 
 
-@functools.cache
-def registry() -> Registry:
-    config = settings()
-    return Registry(
-        s3_client(), config.model_bucket, max_model_bytes=config.max_model_bytes
-    )
+class Container:
+    """What one Lambda container builds once.
+
+    ``settings`` defaults to the environment read on first use (Chalice applies
+    the stage's environment before the first handler runs), with ``overrides``
+    (read then too) on top. ``s3`` and ``batch_s3`` default to real clients (moto when
+    AWS_ENDPOINT_URL says so); ``clock`` is monotonic seconds and ``rng`` the
+    random source of the traffic split and shadow sampling.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        s3: S3Client | None = None,
+        batch_s3: S3Client | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        observers: Sequence[Observer] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._overrides = overrides or {}
+        self._s3 = s3
+        self._batch_s3 = batch_s3
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._observers = observers
+
+    @functools.cached_property
+    def settings(self) -> Settings:
+        base = self._settings or Settings.from_env()
+        return replace(base, **self._overrides) if self._overrides else base
+
+    @functools.cached_property
+    def s3(self) -> S3Client:
+        return self._s3 or _s3_client()
+
+    @functools.cached_property
+    def batch_s3(self) -> S3Client:
+        return self._batch_s3 or self._s3 or _batch_s3_client()
+
+    @functools.cached_property
+    def registry(self) -> Registry:
+        settings = self.settings
+        return Registry(
+            self.s3, settings.model_bucket, max_model_bytes=settings.max_model_bytes
+        )
+
+    @functools.cached_property
+    def predictor(self) -> Predictor:
+        settings = self.settings
+        registry = self.registry
+        return Predictor(
+            registry,
+            AliasCache(
+                self.s3,
+                settings.model_bucket,
+                settings.alias_cache_seconds,
+                clock=self.clock,
+            ),
+            ModelCache(
+                registry.fetch_artifact,
+                settings.model_cache_dir,
+                settings.session_cache_bytes,
+                threads=settings.session_threads,
+            ),
+            default_alias=settings.default_alias,
+            draw=self.rng.random,
+        )
+
+    @functools.cached_property
+    def observers(self) -> Observers:
+        chosen = self._observers
+        return Observers([PredictionLog()] if chosen is None else chosen)
+
+    @functools.cached_property
+    def data_plane(self) -> DataPlane:
+        from chalicelib.dataplane import DataPlane
+
+        return DataPlane(self.predictor, max_rows=self.settings.max_rows)
+
+    @functools.cached_property
+    def rest_api(self) -> RestApi:
+        from chalicelib.rest import RestApi
+
+        return RestApi(self.data_plane, self.settings, self.observers)
+
+    def wait_for_background_work(self, timeout: float = 30.0) -> None:
+        """Block until work started after answers (shadow runs) has finished."""
+        if "predictor" in vars(self):
+            self.predictor.wait_for_shadows(timeout)
 
 
-@functools.cache
-def predictor() -> Predictor:
-    config = settings()
-    store = registry()
-    return Predictor(
-        store,
-        AliasCache(s3_client(), config.model_bucket, config.alias_cache_seconds),
-        ModelCache(
-            store.fetch_artifact,
-            config.model_cache_dir,
-            config.session_cache_bytes,
-            threads=config.session_threads,
-        ),
-        default_alias=config.default_alias,
-    )
+_current: Container | None = None
+
+
+def container() -> Container:
+    """This container's wiring, built from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = Container()
+    return _current
+
+
+def install(replacement: Container) -> None:
+    """Use ``replacement`` from now on (tests, benchmarks)."""
+    global _current
+    _current = replacement
 
 
 def reset() -> None:
-    """Forget everything built so far (the next call reads the environment again)."""
-    for factory in (settings, s3_client, batch_s3_client, registry, predictor):
-        factory.cache_clear()
+    """Forget everything built so far (the next use reads the environment again)."""
+    global _current
+    _current = None
+
+
+def settings() -> Settings:
+    return container().settings
+
+
+def predictor() -> Predictor:
+    return container().predictor
+
+
+def rest_api() -> RestApi:
+    return container().rest_api

@@ -36,6 +36,15 @@ os.environ.update(
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/e2e (real HTTP, child processes) carry the ``e2e``
+    marker: ``pytest -m "not e2e"`` is the fast loop, ``make test`` runs all."""
+    e2e = ROOT / "tests" / "e2e"
+    for item in items:
+        if e2e in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 def model_bytes(filename: str) -> bytes:
     """A demo model from models/ (iris-v1.onnx, iris-v2.onnx, diabetes.onnx)."""
     return (MODELS / filename).read_bytes()

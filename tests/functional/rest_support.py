@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import replace
+import random
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -15,15 +15,19 @@ from chalice.test import Client, HTTPResponse
 from app import app
 from chalicelib import models, wiring
 from chalicelib import registry as registry_module
-from chalicelib.config import Settings
 from tests.conftest import ROOT
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 
 
-def serving_client(request: pytest.FixtureRequest, **changes: Any) -> Iterator[Client]:
+def serving_client(
+    request: pytest.FixtureRequest,
+    clock: Callable[[], float] | None = None,
+    **changes: Any,
+) -> Iterator[Client]:
     """A test client on the dev stage, over the demo registry, whose container
-    state starts empty.
+    state starts empty, with a seeded random source and ``clock`` (monotonic
+    seconds) for its caches.
 
     The stage's environment (``.chalice/config.json``) is applied per request and
     wins over the test's own, so the model cache directory (and any ``changes``)
@@ -34,18 +38,16 @@ def serving_client(request: pytest.FixtureRequest, **changes: Any) -> Iterator[C
     remember_inspections(monkeypatch)
     request.getfixturevalue("demo_registry")
 
-    def settings() -> Settings:
-        return replace(Settings.from_env(), model_cache_dir=str(cache_dir), **changes)
-
-    monkeypatch.setattr(wiring, "settings", functools.cache(settings))
-    # The container's S3 client factory, replaced by the test's moto client.
-    s3 = request.getfixturevalue("s3")
-    monkeypatch.setattr(wiring, "s3_client", functools.cache(lambda: s3))
-    wiring.reset()
+    wired = wiring.Container(
+        overrides={"model_cache_dir": str(cache_dir), **changes},
+        s3=request.getfixturevalue("s3"),
+        clock=clock or time.monotonic,
+        rng=random.Random(0),
+    )
+    wiring.install(wired)
     with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
         yield client
-    if wiring.predictor.cache_info().currsize:
-        wiring.predictor().wait_for_shadows()
+    wired.wait_for_background_work()
     wiring.reset()
 
 
@@ -95,3 +97,16 @@ def served_by(response: HTTPResponse) -> tuple[str, str, str]:
     """The X-Model-Name, X-Model-Version and X-Model-Alias of an answer."""
     headers = response.headers
     return headers["X-Model-Name"], headers["X-Model-Version"], headers["X-Model-Alias"]
+
+
+class FakeClock:
+    """Monotonic seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

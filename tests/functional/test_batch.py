@@ -7,8 +7,8 @@ import functools
 import gzip
 import json
 import threading
+from collections import ChainMap
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
@@ -181,13 +181,10 @@ def batch_app(
         functools.partial(LambdaContext, max_runtime_ms=900_000),
     )
 
-    def settings() -> Settings:
-        # The stage's environment wins over the test's own: change the settings.
-        changes = {"model_cache_dir": str(tmp_path / "models"), **settings_changes}
-        return replace(Settings.from_env(), **changes)
-
-    monkeypatch.setattr(wiring, "settings", functools.cache(settings))
-    wiring.reset()
+    # The stage's environment wins over the test's own: change the settings (a
+    # live view: tests change settings_changes before the first invocation).
+    cache = {"model_cache_dir": str(tmp_path / "models")}
+    wiring.install(wiring.Container(overrides=ChainMap(settings_changes, cache)))
     with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
         yield Batch(s3, client)
     wiring.reset()
@@ -648,7 +645,7 @@ def wired(batch_app: Batch, monkeypatch: pytest.MonkeyPatch) -> Batch:
         **function_environment(),
     }.items():
         monkeypatch.setenv(name, value)
-    wiring.reset()
+    # The container's settings are read on first use: after these.
     return batch_app
 
 

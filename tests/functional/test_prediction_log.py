@@ -7,6 +7,7 @@ what pytest's caplog (a handler of its own) would capture.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -58,16 +59,45 @@ def test_each_prediction_is_written_by_the_app_log_handler(
     response = post_json(client, "/v2/models/iris/infer", v2_request(IRIS_ROWS))
     assert response.status_code == 200
     (record,) = records(written)
-    assert record.pop("latency_ms") > 0
+    assert record.pop("latency_ms") >= record.pop("model_ms") > 0
     assert record == {
         "event": "prediction",
+        "source": "rest",
         "request_id": response.headers["X-Request-Id"],
         "model": "iris",
         "version": 2,
         "alias": "prod",
         "rows": 2,
+        "status": 200,
+        "outcome": "ok",
+        "routing_key_hash": None,
         "shadow_version": None,
+        "error": None,
     }
+
+
+def test_a_refusal_is_logged_against_the_version_whose_signature_refused_it(
+    client: Client, aliases: AliasStore, written: io.StringIO
+) -> None:
+    aliases.set_routing("iris", "prod", {2: 100}, actor="tests")
+    response = post_json(
+        client,
+        "/models/iris/predict",
+        {"instances": [[1.0, 2.0, 3.0]]},
+        headers={"X-Routing-Key": "user-42"},
+    )
+    assert response.status_code == 400
+    (record,) = records(written)
+    assert {key: record[key] for key in ("version", "status", "outcome", "rows")} == {
+        "version": 2,
+        "status": 400,
+        "outcome": "client_error",
+        "rows": 0,
+    }
+    assert record["error"] == json.loads(response.body)["error"]
+    # The key may be a user id: only its hash is written.
+    assert "user-42" not in written.getvalue()
+    assert record["routing_key_hash"] == hashlib.sha256(b"user-42").hexdigest()[:16]
 
 
 def test_a_shadow_comparison_is_written_by_the_app_log_handler(

@@ -1,0 +1,156 @@
+"""The data plane behind the REST protocols: resolve who answers, decode the
+payload against that version's signature, run it, encode the answer.
+
+Protocol-neutral in the way KServe's DataPlane is: it takes names and parsed
+payloads, never an HTTP request, and fills the request's Observation as it
+learns who answered, how many rows and how long the model took.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib import payloads
+from chalicelib.observe import Observation
+from chalicelib.predict import Predictor, Target, primary_version, row_count
+from chalicelib.version_manifest import Manifest
+
+PLATFORM = "onnxruntime_onnx"
+
+
+@dataclass(slots=True)
+class Answer:
+    """A prediction's JSON body and the version (and alias) that gave it."""
+
+    body: dict[str, Any]
+    manifest: Manifest
+    alias: str | None
+
+
+class DataPlane:
+    """Metadata, readiness and predictions over one Predictor."""
+
+    def __init__(self, predictor: Predictor, *, max_rows: int) -> None:
+        self.predictor = predictor
+        self.max_rows = max_rows
+
+    @property
+    def default_alias(self) -> str:
+        return self.predictor.default_alias
+
+    def metadata(
+        self, name: str, *, version: int | None, alias: str | None
+    ) -> tuple[dict[str, Any], Manifest, str | None]:
+        """The V2 model metadata of the version named, else of the alias's
+        heaviest version, with every version of the model; and who speaks."""
+        predictor = self.predictor
+        manifest = predictor.describe(name, version=version, alias=alias)
+        if version is None:
+            alias = alias or predictor.default_alias
+        body = {
+            "name": manifest.name,
+            "versions": [str(v) for v in predictor.registry.list_versions(name)],
+            "platform": PLATFORM,
+            "inputs": [spec.to_dict() for spec in manifest.inputs],
+            "outputs": [spec.to_dict() for spec in manifest.outputs],
+        }
+        return body, manifest, alias
+
+    def ready(
+        self, name: str, *, version: int | None, alias: str | None
+    ) -> tuple[Manifest, str | None]:
+        """Load the version named, else every version the alias gives weight to
+        (each must pass its integrity check); who speaks for the model."""
+        predictor = self.predictor
+        if version is not None:
+            manifest = predictor.manifest(name, version)
+            predictor.models.get(manifest)
+            return manifest, None
+        document = predictor.alias(name, alias)
+        for weighted, weight in sorted(document.weights.items()):
+            if weight > 0:
+                predictor.models.get(predictor.manifest(name, weighted))
+        return predictor.manifest(name, primary_version(document)), document.alias
+
+    def infer(
+        self,
+        name: str,
+        request: payloads.InferRequest,
+        *,
+        version: int | None,
+        alias: str | None,
+        routing_key: str | None,
+        observation: Observation,
+    ) -> Answer:
+        """An Open Inference Protocol request through the version that answers."""
+        target = self._resolve(name, version, alias, routing_key, observation)
+        inputs = payloads.decode_inputs(
+            request, target.manifest, max_rows=self.max_rows
+        )
+        observation.rows = row_count(inputs)
+        observation.inputs = inputs
+        prediction = self.predictor.run(
+            target,
+            inputs,
+            outputs=request.outputs,
+            request_id=observation.request_id,
+        )
+        observation.model_ms = prediction.latency_ms
+        observation.outputs = prediction.outputs
+        body = payloads.encode_infer_response(
+            prediction.outputs,
+            model_name=target.name,
+            model_version=target.version,
+            request_id=request.id,
+        )
+        return Answer(body, target.manifest, target.alias)
+
+    def predict(
+        self,
+        name: str,
+        document: Any,
+        *,
+        alias: str | None,
+        routing_key: str | None,
+        observation: Observation,
+    ) -> Answer:
+        """An ``{"instances": [...]}`` request through the version that answers."""
+        target = self._resolve(name, None, alias, routing_key, observation)
+        inputs = payloads.decode_instances(
+            document, target.manifest, max_rows=self.max_rows
+        )
+        observation.rows = row_count(inputs)
+        observation.inputs = inputs
+        prediction = self.predictor.run(
+            target, inputs, request_id=observation.request_id
+        )
+        observation.model_ms = prediction.latency_ms
+        observation.outputs = prediction.outputs
+        body = {
+            "predictions": payloads.encode_predictions(
+                target.manifest, prediction.outputs
+            ),
+            "model": target.name,
+            "version": target.version,
+            "alias": target.alias,
+        }
+        return Answer(body, target.manifest, target.alias)
+
+    def _resolve(
+        self,
+        name: str,
+        version: int | None,
+        alias: str | None,
+        routing_key: str | None,
+        observation: Observation,
+    ) -> Target:
+        observation.routing_key = routing_key
+        target = self.predictor.resolve(
+            name, version=version, alias=alias, routing_key=routing_key
+        )
+        observation.version = target.version
+        observation.alias = target.alias
+        if target.shadow is not None:
+            observation.shadow_version = target.shadow.version
+        return target
