@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
 
 from chalicelib.aliases import AliasDocument, AliasStore, Revision, Shadow
 from chalicelib.config import Settings
@@ -331,6 +336,19 @@ class TurnoutGroup(click.Group):
             _fail(error.message, 1)
         except ClientError as error:
             _fail(describe_client_error(error), 1)
+        except NoCredentialsError:
+            _fail(
+                "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (against `make dev`, any values work, e.g. "
+                "testing/testing)",
+                1,
+            )
+        except EndpointConnectionError as error:
+            _fail(
+                f"{error}: is the dev stack running (`make dev`)? Else check "
+                "--endpoint-url and AWS_ENDPOINT_URL",
+                1,
+            )
         except (BotoCoreError, OSError, ValueError) as error:
             _fail(str(error) or type(error).__name__, 1)
         except Exception as error:

@@ -238,3 +238,19 @@ def test_errors_carry_the_request_id(client: Client) -> None:
     response = client.http.get("/v2/models/nope")
     assert response.status_code == 404
     assert len(response.headers["X-Request-Id"]) == 32
+
+
+def test_an_unknown_route_and_a_wrong_method_answer_as_api_gateway_does(
+    client: Client,
+) -> None:
+    # The README says so: these two never reach Turnout's handlers.
+    unknown = client.http.get("/v2/nothing/here")
+    assert (unknown.status_code, json.loads(unknown.body)) == (
+        403,
+        {"message": "Missing Authentication Token"},
+    )
+    wrong_method = client.http.get("/models/iris/predict")
+    assert (wrong_method.status_code, json.loads(wrong_method.body)) == (
+        405,
+        {"Code": "MethodNotAllowedError", "Message": "Unsupported method: GET"},
+    )
