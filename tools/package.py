@@ -93,7 +93,9 @@ def build_package(stage: str, out: Path) -> Path:
     for layer in (ROOT / ".chalice" / "deployments").glob(LAYER_PREFIX + "*.zip"):
         before, after = trim_layer(layer)
         if before != after:
-            print(f"trimmed {layer.name}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB")
+            print(
+                f"trimmed {layer.name}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB"
+            )
     chalice("--pkg-format", "terraform", str(out), stage=stage)
     return out
 
