@@ -100,6 +100,38 @@ def build_package(stage: str, out: Path) -> Path:
     return out
 
 
+def _make_read_only(tree: Path) -> None:
+    for path in tree.rglob("*"):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    tree.chmod(0o555)
+
+
+def unpack(out: Path, into: Path) -> tuple[Path, Path]:
+    """Unzip a built package as Lambda does: the app into ``into/task`` (Lambda's
+    /var/task), the layer into ``into/opt`` (/opt); both read-only, so that no
+    ``__pycache__`` can be written. Returns (task, opt)."""
+    task, opt = into / "task", into / "opt"
+    for archive, folder in (("deployment.zip", task), ("layer-deployment.zip", opt)):
+        with zipfile.ZipFile(out / archive) as package:
+            package.extractall(folder)
+        _make_read_only(folder)
+    return task, opt
+
+
+def lambda_python(task: Path, opt: Path) -> tuple[list[str], dict[str, str]]:
+    """The interpreter command and the Python variables of a Lambda function
+    whose code is in ``task`` and layer in ``opt``: a bare Python 3.12 (no
+    site-packages, no user site, no script folder on the path) seeing only those
+    folders, on Lambda's ``PYTHONPATH``; append a script and its arguments."""
+    interpreter = getattr(sys, "_base_executable", sys.executable)
+    path = [task, opt / "python/lib/python3.12/site-packages", opt / "python"]
+    return [interpreter, "-S", "-s", "-P"], {
+        "PYTHONPATH": os.pathsep.join(map(str, path)),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stage", default="dev")

@@ -77,3 +77,12 @@ def app_as(
             wiring.reset()
 
     return run_as
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dev stage's package, built once per session (``tools.package``): its
+    folder holds deployment.zip, layer-deployment.zip and chalice.tf.json."""
+    from tools.package import build_package
+
+    return build_package(STAGE, tmp_path_factory.mktemp("package") / "out")
