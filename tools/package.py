@@ -1,15 +1,19 @@
-"""Build the deployment package of a stage, with the dependency layer trimmed.
+"""Build the deployment package of a stage: the dependency layer trimmed, the
+layer and the app shipped with their bytecode.
 
 Chalice's automatic layer holds everything ``requirements.txt`` installs: 61 MB
 zipped, over Lambda's 50 MB limit for a zip uploaded directly (``chalice deploy``
 uploads it directly). Most of the excess is botocore's service models (16 MB
 zipped) for the 400 services Turnout never calls; the rest is code no handler
-imports (onnxruntime's model tools, numpy's tests, headers and f2py).
+imports (onnxruntime's model tools and their dependencies, numpy's tests,
+headers and f2py). Lambda unzips the code read-only, so Python compiles every
+module it imports again at each cold start (over a second for boto3, numpy and
+onnxruntime): shipping the bytecode saves that.
 
-Chalice names its cached layer after its inputs (``requirements.txt`` and
-``vendor/``) and reuses a cached zip that exists, so trimming that zip in place
-makes every later ``chalice deploy`` and ``chalice package`` ship the trimmed
-layer::
+Chalice names its cached zips after their inputs (``requirements.txt`` and
+``vendor/`` for the layer, the sources for the app) and reuses a cached zip that
+exists, so finishing those zips in place makes every later ``chalice deploy``
+and ``chalice package`` ship them::
 
     python -m tools.package --stage prod [--out build/package/prod]
     chalice deploy --stage prod         # or terraform apply in --out
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import py_compile
 import re
 import subprocess
 import sys
@@ -38,6 +43,7 @@ UNUSED = re.compile(
     r"""^(
         botocore/data/(?!s3/)[^/]+/.*           # other services' models
       | onnxruntime/(transformers|quantization|tools|datasets)/.*
+      | (google|flatbuffers|packaging)/.*        # needed by those tools alone
       | numpy/(f2py|testing|_pyinstaller|typing/tests)/.*
       | numpy/.*/tests/.*
       | numpy/_core/(include|lib)/.*             # C headers and static libraries
@@ -45,7 +51,7 @@ UNUSED = re.compile(
     )$""",
     re.VERBOSE,
 )
-LAYER_PREFIX = "managed-layer-"
+TASK = "/var/task/"
 
 
 def is_unused(path: str) -> bool:
@@ -55,20 +61,63 @@ def is_unused(path: str) -> bool:
     )
 
 
-def trim_layer(layer_zip: Path) -> tuple[int, int]:
-    """Rewrite ``layer_zip`` without its unused files; returns (bytes before,
-    bytes after), zipped. Trimming a trimmed layer changes nothing."""
-    before = layer_zip.stat().st_size
-    trimmed = layer_zip.with_suffix(".trimming")
+def compiled(source: bytes, display_path: str, scratch: Path) -> bytes:
+    """The bytecode CPython would cache for ``source``: an unchecked-hash pyc, so
+    that the read-only copy Lambda unzips is used as it is, whatever the files'
+    times."""
+    source_file, pyc_file = scratch / "module.py", scratch / "module.pyc"
+    source_file.write_bytes(source)
+    py_compile.compile(
+        str(source_file),
+        cfile=str(pyc_file),
+        dfile=display_path,
+        doraise=True,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    return pyc_file.read_bytes()
+
+
+def pyc_name(path: str) -> str:
+    folder, _, filename = path.rpartition("/")
+    cached = f"__pycache__/{filename[:-3]}.{sys.implementation.cache_tag}.pyc"
+    return f"{folder}/{cached}" if folder else cached
+
+
+def finish_zip(archive: Path, mount: str) -> tuple[int, int]:
+    """Rewrite ``archive`` (unzipped by Lambda under ``mount``) without the unused
+    files, with bytecode next to every module: on Lambda the code is read-only,
+    so a module shipped without it is compiled again at every cold start.
+    Returns the zip's (bytes before, bytes after); a finished zip stays as it is.
+    """
+    if sys.version_info[:2] != (3, 12):
+        raise RuntimeError("compile the package's bytecode with Python 3.12")
+    before = archive.stat().st_size
+    with zipfile.ZipFile(archive) as source:
+        names = set(source.namelist())
+    if not any(
+        is_unused(name) or (name.endswith(".py") and pyc_name(name) not in names)
+        for name in names
+    ):
+        return before, before
+    rewritten = archive.with_suffix(".finishing")
     with (
-        zipfile.ZipFile(layer_zip) as source,
-        zipfile.ZipFile(trimmed, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out,
+        zipfile.ZipFile(archive) as source,
+        zipfile.ZipFile(rewritten, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out,
+        tempfile.TemporaryDirectory() as scratch,
     ):
         for entry in source.infolist():
-            if not is_unused(entry.filename):
-                out.writestr(entry, source.read(entry), compresslevel=9)
-    trimmed.replace(layer_zip)
-    return before, layer_zip.stat().st_size
+            if is_unused(entry.filename):
+                continue
+            data = source.read(entry)
+            out.writestr(entry, data, compresslevel=9)
+            cached = pyc_name(entry.filename)
+            if entry.filename.endswith(".py") and cached not in names:
+                pyc = compiled(data, mount + entry.filename, Path(scratch))
+                info = zipfile.ZipInfo(cached, entry.date_time)
+                info.external_attr = entry.external_attr
+                out.writestr(info, pyc, zipfile.ZIP_DEFLATED, compresslevel=9)
+    rewritten.replace(archive)
+    return before, archive.stat().st_size
 
 
 def chalice(*arguments: str, stage: str) -> None:
@@ -90,12 +139,13 @@ def build_package(stage: str, out: Path) -> Path:
     with tempfile.TemporaryDirectory() as scratch:
         # The first run builds (or finds) the cached layer; its output is dropped.
         chalice("--pkg-format", "terraform", scratch, stage=stage)
-    for layer in (ROOT / ".chalice" / "deployments").glob(LAYER_PREFIX + "*.zip"):
-        before, after = trim_layer(layer)
-        if before != after:
-            print(
-                f"trimmed {layer.name}: {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB"
-            )
+    deployments = ROOT / ".chalice" / "deployments"
+    for pattern, mount in (("managed-layer-*.zip", "/opt/"), ("appcode-*.zip", TASK)):
+        for archive in deployments.glob(pattern):
+            before, after = finish_zip(archive, mount)
+            if before != after:
+                change = f"{before / 1e6:.1f} MB -> {after / 1e6:.1f} MB"
+                print(f"finished {archive.name}: {change}")
     chalice("--pkg-format", "terraform", str(out), stage=stage)
     return out
 

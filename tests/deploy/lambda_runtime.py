@@ -5,7 +5,8 @@ the unzipped package (``tools.package.lambda_python``)::
 
 Imports the handler as Lambda's bootstrap does, answers each event of the JSON
 list on stdin, and prints one JSON object: the answers, and every module that
-came from outside the package and the standard library (which must be none).
+came from outside the package and the standard library, and every module of
+the package imported without its bytecode (both must be none).
 """
 
 import importlib
@@ -42,7 +43,22 @@ def main() -> None:
         for name, file in files.items()
         if file is not None and not file.startswith(tuple(allowed))
     )
-    print(json.dumps({"answers": answers, "foreign_modules": foreign}))
+    compiled_at_import = sorted(
+        name
+        for name, module in sys.modules.items()
+        if str(getattr(module, "__file__", "")).startswith(tuple(allowed[1:-1]))
+        and str(getattr(module, "__file__", "")).endswith(".py")
+        and not os.path.exists(str(getattr(module, "__cached__", "")))
+    )
+    print(
+        json.dumps(
+            {
+                "answers": answers,
+                "foreign_modules": foreign,
+                "compiled_at_import": compiled_at_import,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,9 @@ def test_every_zip_fits_a_direct_upload_and_the_whole_fits_unzipped(
     assert unzipped_bytes(app_zip) + unzipped_bytes(layer_zip) <= UNZIPPED_LIMIT
     with zipfile.ZipFile(app_zip) as code:
         shipped = {name.split("/")[0] for name in code.namelist()}
-    # The app, the domain code and Chalice's runtime; nothing of models/, bench/,
-    # tests/ or tools/.
-    assert shipped == {"app.py", "chalicelib", "chalice"}
+    # The app (and its bytecode), the domain code and Chalice's runtime; nothing
+    # of models/, bench/, tests/ or tools/.
+    assert shipped == {"app.py", "__pycache__", "chalicelib", "chalice"}
 
 
 def test_terraform_wires_the_batch_uploads_and_the_keyed_api(package: Path) -> None:
@@ -144,6 +144,8 @@ def invoke(
     assert completed.returncode == 0, completed.stderr[-4000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["foreign_modules"] == []
+    # Every module came with its bytecode: none was compiled at the cold start.
+    assert result["compiled_at_import"] == []
     answers: list[Any] = result["answers"]
     return answers
 
