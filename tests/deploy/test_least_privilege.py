@@ -15,6 +15,7 @@ from chalice.test import Client
 from tests.deploy.conftest import AppAs
 from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy
 from tests.functional.test_batch import csv_text, expected_csv, iris_rows
+from tools.devstack import stage_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -29,9 +30,11 @@ def log_grants(function_name: str) -> set[tuple[str, str]]:
 
 
 def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
-    """Every (action, resource) a function's policy may grant, and why."""
-    models = f"arn:aws:s3:::turnout-models-{stage}"
-    batch = f"arn:aws:s3:::turnout-batch-{stage}"
+    """Every (action, resource) a function's policy may grant, and why, on the
+    stage's buckets as ``.chalice/config.json`` names them."""
+    settings = stage_settings(stage)
+    models = f"arn:aws:s3:::{settings.model_bucket}"
+    batch = f"arn:aws:s3:::{settings.batch_bucket}"
     if function == "api":
         return {
             # Aliases, manifests and model files (and, later, tombstones).
