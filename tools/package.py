@@ -134,8 +134,8 @@ def chalice(*arguments: str, stage: str) -> None:
 
 
 def build_package(stage: str, out: Path) -> Path:
-    """``chalice package --pkg-format terraform`` for ``stage`` into ``out``, with
-    the cached layer trimmed first; returns ``out``."""
+    """``chalice package --pkg-format terraform`` for ``stage`` into ``out``, the
+    cached layer and app zips finished first (``finish_zip``); returns ``out``."""
     with tempfile.TemporaryDirectory() as scratch:
         # The first run builds (or finds) the cached layer; its output is dropped.
         chalice("--pkg-format", "terraform", scratch, stage=stage)
