@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint dev models bench bench-rest bench-batch clean
+.PHONY: test lint dev models bench bench-rest bench-batch bench-package package deploy clean
 
 test: $(STAMP)  ## ruff, mypy and the whole suite: the one gate, the same in CI
 	$(VENV)/bin/ruff check .
@@ -14,13 +14,24 @@ test: $(STAMP)  ## ruff, mypy and the whole suite: the one gate, the same in CI
 dev: $(STAMP)  ## moto server + demo registry + chalice local + S3 event delivery
 	$(PY) -m tools.devstack
 
+STAGE ?= dev
+
+package: $(STAMP)  ## build/package/$(STAGE): Terraform config, app zip, trimmed layer
+	$(PY) -m tools.package --stage $(STAGE)
+
+deploy: package  ## chalice deploy --stage $(STAGE), with the trimmed layer (< 50 MB)
+	$(VENV)/bin/chalice deploy --stage $(STAGE)
+
 models: $(STAMP)  ## rebuild the demo ONNX models in models/
 	$(PY) models/build.py
 
-bench: bench-rest bench-batch
+bench: bench-rest bench-batch bench-package
 
 bench-rest: $(STAMP)
 	$(PY) -m bench.rest
+
+bench-package: $(STAMP)  ## package size and cold start from the unzipped package
+	$(PY) -m bench.package
 
 bench-batch: $(STAMP)
 	$(PY) -m bench.batch

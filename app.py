@@ -30,6 +30,9 @@ app.log.setLevel(logging.INFO)
 # application/octet-stream stays in app.api.binary_types (a Chalice default), so
 # API Gateway hands binary tensor data to the function as bytes.
 ANY_CONTENT_TYPE = ["*/*"]
+# Deployed, every route but /v2/health/* needs an API key of a usage plan (see
+# the README); chalice local and chalice.test ignore it.
+KEYED = {"content_types": ANY_CONTENT_TYPE, "api_key_required": True}
 # Answers are serialised here: Chalice's json.dumps with options would build an
 # encoder for every response.
 _encode_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -70,42 +73,42 @@ def v2_ready() -> Response:
     return _serve(wiring.rest_api().ready)
 
 
-@app.route("/v2", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+@app.route("/v2", methods=["GET"], **KEYED)
 def v2_server_metadata() -> Response:
     return _serve(wiring.rest_api().server_metadata)
 
 
-@app.route("/v2/models/{name}", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+@app.route("/v2/models/{name}", methods=["GET"], **KEYED)
 @app.route(
     "/v2/models/{name}/versions/{version}",
     methods=["GET"],
-    content_types=ANY_CONTENT_TYPE,
+    **KEYED,
 )
 def v2_model_metadata(name: str, version: str | None = None) -> Response:
     return _serve(wiring.rest_api().model_metadata, name=name, version=version)
 
 
-@app.route("/v2/models/{name}/ready", methods=["GET"], content_types=ANY_CONTENT_TYPE)
+@app.route("/v2/models/{name}/ready", methods=["GET"], **KEYED)
 @app.route(
     "/v2/models/{name}/versions/{version}/ready",
     methods=["GET"],
-    content_types=ANY_CONTENT_TYPE,
+    **KEYED,
 )
 def v2_model_ready(name: str, version: str | None = None) -> Response:
     return _serve(wiring.rest_api().model_ready, name=name, version=version)
 
 
-@app.route("/v2/models/{name}/infer", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@app.route("/v2/models/{name}/infer", methods=["POST"], **KEYED)
 @app.route(
     "/v2/models/{name}/versions/{version}/infer",
     methods=["POST"],
-    content_types=ANY_CONTENT_TYPE,
+    **KEYED,
 )
 def v2_infer(name: str, version: str | None = None) -> Response:
     return _serve(wiring.rest_api().infer, name=name, version=version)
 
 
-@app.route("/models/{name}/predict", methods=["POST"], content_types=ANY_CONTENT_TYPE)
+@app.route("/models/{name}/predict", methods=["POST"], **KEYED)
 def predict(name: str) -> Response:
     return _serve(wiring.rest_api().predict, name=name)
 

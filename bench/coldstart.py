@@ -8,7 +8,11 @@ Run by ``bench.rest`` in a fresh process per measurement, never imported by it::
 The environment carries the moto endpoint (``AWS_ENDPOINT_URL``), the stage's
 ``TURNOUT_...`` variables, ``BENCH_MODEL_KEY`` (floor) and ``BENCH_EVENT``
 (Turnout: an API Gateway proxy event). Prints one JSON line: the seconds, the
-status code and the answer's body.
+status code, the answer's body and the peak resident memory (``VmHWM``, in MB:
+``ru_maxrss`` of a child would carry its parent's peak).
+
+``bench.package`` runs this file by path in a bare interpreter on the unzipped
+deployment package: it imports nothing but the standard library at the top.
 """
 
 import time
@@ -52,7 +56,20 @@ def turnout() -> tuple[int, str]:
     return int(response["statusCode"]), str(response["body"])
 
 
+def peak_mb() -> float:
+    """This process's peak resident set, from /proc/self/status (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
 if __name__ == "__main__":
     status, body = {"floor": floor, "turnout": turnout}[sys.argv[1]]()
     seconds = time.perf_counter() - STARTED
-    print(json.dumps({"seconds": seconds, "status": status, "body": body}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "status": status, "body": body, "peak_mb": peak_mb()}
+        )
+    )

@@ -264,11 +264,16 @@ def warm(scale: float) -> list[Result]:
 # -- cold ------------------------------------------------------------------------
 
 
-def cold_start(mode: str, environment: Mapping[str, str]) -> dict[str, Any]:
-    """One fresh ``bench.coldstart`` process, with an empty model cache."""
+def cold_start(
+    mode: str,
+    environment: Mapping[str, str],
+    command: Sequence[str] = (sys.executable, "-m", "bench.coldstart"),
+) -> dict[str, Any]:
+    """One fresh ``bench.coldstart`` process (run by ``command``), with an empty
+    model cache."""
     with tempfile.TemporaryDirectory(prefix="turnout-cold-") as cache_dir:
         completed = subprocess.run(
-            [sys.executable, "-m", "bench.coldstart", mode],
+            [*command, mode],
             cwd=ROOT,
             env={**environment, "TURNOUT_MODEL_CACHE_DIR": cache_dir},
             capture_output=True,
@@ -333,13 +338,14 @@ def cold(runs: int) -> list[Result]:
 
 def table(results: Sequence[Result]) -> str:
     lines = [
-        f"{'measure':<28}{'floor':>11}{'Turnout':>11}{'ratio':>8}  {'target':<9}",
-        "-" * 70,
+        f"{'measure':<28}{'floor':>12}{'Turnout':>12}{'ratio':>8}  {'target':<9}",
+        "-" * 72,
     ]
     for result in results:
         target = f"<= {result.target}x" if result.target else "(report)"
         lines.append(
-            f"{result.measure:<28}{result.floor:>8.3f} ms{result.turnout:>8.3f} ms"
+            f"{result.measure:<28}{result.floor:>9.3f} {result.unit:<2}"
+            f"{result.turnout:>9.3f} {result.unit:<2}"
             f"{result.ratio:>7.2f}x  {target:<9} {result.verdict}"
         )
     return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""Fixtures of the deployment tests: an IAM-enforcing moto server seeded like a
+fresh ``dev`` deployment, and the app run with one function's credentials."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import boto3
+import chalice.test
+import pytest
+from chalice.local import LambdaContext
+from chalice.test import Client
+
+from app import app
+from chalicelib import wiring
+from chalicelib.config import Settings
+from tests.conftest import ROOT
+from tests.deploy.iam_stack import PART_BYTES, STAGE, Credentials, IamStack
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "package: builds the Lambda package (slow; -m 'not package')"
+    )
+
+
+@pytest.fixture(scope="session")
+def iam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamStack]:
+    """The enforcing moto server with the demo registry (see ``iam_stack``)."""
+    log = tmp_path_factory.mktemp("iam-moto") / "moto.log"
+    with IamStack(log) as stack:
+        yield stack
+
+
+AppAs = Callable[[Credentials], AbstractContextManager[Client]]
+
+
+@pytest.fixture
+def app_as(
+    iam_stack: IamStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> AppAs:
+    """``with app_as(keys) as client``: the app on the dev stage whose container
+    (fresh) reaches the enforcing moto server with ``keys``, through the real
+    client factories of ``chalicelib.wiring``."""
+    # A deployed handle_batch_upload has 900 s, not chalice.test's 3.
+    monkeypatch.setattr(
+        chalice.test,
+        "LambdaContext",
+        functools.partial(LambdaContext, max_runtime_ms=900_000),
+    )
+
+    def settings() -> Settings:
+        # The stage's environment wins over the test's own: change the settings.
+        return replace(
+            Settings.from_env(),
+            model_cache_dir=str(tmp_path / "models"),
+            batch_part_bytes=PART_BYTES,
+        )
+
+    @contextmanager
+    def run_as(keys: Credentials) -> Iterator[Client]:
+        for variable, value in keys.environment(iam_stack.endpoint_url).items():
+            monkeypatch.setenv(variable, value)
+        monkeypatch.setattr(wiring, "settings", functools.cache(settings))
+        # boto3's default session keeps the first credentials it found: a fresh
+        # container starts without one.
+        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+        wiring.reset()
+        try:
+            with Client(app, stage_name=STAGE, project_dir=str(ROOT)) as client:
+                yield client
+        finally:
+            wiring.reset()
+
+    return run_as
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dev stage's package, built once per session (``tools.package``): its
+    folder holds deployment.zip, layer-deployment.zip and chalice.tf.json."""
+    from tools.package import build_package
+
+    return build_package(STAGE, tmp_path_factory.mktemp("package") / "out")

@@ -1,0 +1,164 @@
+"""A moto server that enforces IAM, seeded like a fresh deployment of one stage.
+
+Setup runs unchecked (moto's ``INITIAL_NO_AUTH_ACTION_COUNT`` starts infinite);
+then ``/moto-api/reset-auth`` sets it to 0 and every later request is checked
+against the caller's IAM policies, resources included. Each function of the
+stage gets an IAM user holding exactly its policy file from ``.chalice/``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import boto3
+
+from chalicelib.registry import Registry
+from tools.devstack import (
+    LOOPBACK,
+    REGION,
+    ROOT,
+    Server,
+    aws_environment,
+    create_buckets,
+    seed_registry,
+    stage_settings,
+)
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+STAGE = "dev"
+FUNCTIONS = ("api", "batch")
+# moto refuses multipart parts under 5 MiB; a small limit lets a test file of a
+# few thousand rows take the batch function's multipart path.
+PART_BYTES = 64 * 1024
+ADMIN_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
+
+
+def policy_path(stage: str, function: str) -> Path:
+    return ROOT / ".chalice" / f"policy-{stage}-{function}.json"
+
+
+def load_policy(stage: str, function: str) -> dict[str, Any]:
+    """The policy document ``.chalice/`` gives ``function`` in ``stage``."""
+    document: dict[str, Any] = json.loads(policy_path(stage, function).read_text())
+    return document
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key_id: str
+    secret_access_key: str
+
+    def environment(self, endpoint_url: str) -> dict[str, str]:
+        """What a function's process sees: these keys, the moto endpoint."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_ENDPOINT_URL": endpoint_url,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }
+
+
+class IamStack:
+    """The enforcing moto server; ``admin`` is an S3 client allowed everything
+    (the test's own hands), ``credentials[function]`` each function's keys."""
+
+    def __init__(self, log: Path) -> None:
+        self.server = Server(
+            "moto server (IAM enforced)",
+            lambda port: [
+                *(sys.executable, "-m", "moto.server"),
+                *("-H", LOOPBACK, "-p", str(port)),
+            ],
+            port=0,
+            probe_path="/moto-api/",
+            environment={
+                **aws_environment(None),
+                "S3_UPLOAD_PART_MIN_SIZE": str(PART_BYTES),
+            },
+            log=log,
+        )
+        self.settings = stage_settings(STAGE)
+        self.credentials: dict[str, Credentials] = {}
+
+    def __enter__(self) -> IamStack:
+        self.server.start()
+        try:
+            self.server.wait_until_ready(60.0)
+            self._seed()
+        except BaseException:
+            self.server.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.stop()
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.server.url
+
+    def _seed(self) -> None:
+        # Before enforcement any keys will do: moto's own test keys make the admin.
+        self.admin_keys = self._create_user(
+            self.client("iam", Credentials("testing", "testing")),
+            "turnout-test-admin",
+            ADMIN_POLICY,
+        )
+        self.admin: S3Client = self.client("s3", self.admin_keys)
+        create_buckets(
+            self.admin, self.settings.model_bucket, self.settings.batch_bucket
+        )
+        seed_registry(
+            Registry(self.admin, self.settings.model_bucket, max_model_bytes=1 << 20),
+            actor="iam test",
+        )
+        for function in FUNCTIONS:
+            self.credentials[function] = self.create_user(
+                f"turnout-{STAGE}-{function}", load_policy(STAGE, function)
+            )
+        self._enforce()
+
+    def create_user(self, name: str, policy: dict[str, Any]) -> Credentials:
+        """An IAM user holding exactly ``policy``; its access keys."""
+        return self._create_user(self.client("iam", self.admin_keys), name, policy)
+
+    @staticmethod
+    def _create_user(iam: Any, name: str, policy: dict[str, Any]) -> Credentials:
+        iam.create_user(UserName=name)
+        iam.put_user_policy(
+            UserName=name, PolicyName=name, PolicyDocument=json.dumps(policy)
+        )
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+
+    def client(self, service: Literal["s3", "iam"], keys: Credentials) -> Any:
+        """A boto3 client on the moto server with ``keys``."""
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=keys.access_key_id,
+            aws_secret_access_key=keys.secret_access_key,
+        )
+
+    def _enforce(self) -> None:
+        request = urllib.request.Request(
+            self.endpoint_url + "/moto-api/reset-auth",
+            data=b"0",
+            # A form content type would hide the body from moto (Flask parses it).
+            headers={"Content-Type": "text/plain"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()

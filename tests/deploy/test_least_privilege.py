@@ -1,0 +1,232 @@
+"""Each function's policy from ``.chalice/``, proven against a moto server that
+enforces IAM: the app's own code on its real REST and batch paths, with the keys
+of an IAM user holding exactly that policy, and the refusals each must make."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
+
+import pytest
+from botocore.exceptions import ClientError
+from chalice.test import Client
+
+from tests.deploy.conftest import AppAs
+from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy
+from tests.functional.test_batch import csv_text, expected_csv, iris_rows
+from tools.devstack import stage_settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+SETOSA, VIRGINICA = [5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]
+LOG_ACTIONS = ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents")
+
+
+def log_grants(function_name: str) -> set[tuple[str, str]]:
+    group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{function_name}"
+    return {(action, arn) for action in LOG_ACTIONS for arn in (group, group + ":*")}
+
+
+def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
+    """Every (action, resource) a function's policy may grant, and why, on the
+    stage's buckets as ``.chalice/config.json`` names them."""
+    settings = stage_settings(stage)
+    models = f"arn:aws:s3:::{settings.model_bucket}"
+    batch = f"arn:aws:s3:::{settings.batch_bucket}"
+    if function == "api":
+        return {
+            # Aliases, manifests and model files (and, later, tombstones).
+            ("s3:GetObject", f"{models}/models/*"),
+            # Listing versions and aliases; a missing key is then a 404, not a 403.
+            ("s3:ListBucket", models),
+        } | log_grants(f"turnout-{stage}")
+    return {
+        ("s3:GetObject", f"{models}/models/*"),
+        ("s3:ListBucket", models),
+        # The uploaded file.
+        ("s3:GetObject", f"{batch}/incoming/*"),
+        # A missing manifest (the job's lease) reads as NoSuchKey, not a 403.
+        ("s3:ListBucket", batch),
+        # The manifest (the lease: read, then written with If-Match), the output
+        # (put, or the parts of a multipart upload), the errors report; deleting
+        # and aborting what a failed or superseded job left behind.
+        ("s3:GetObject", f"{batch}/outgoing/*"),
+        ("s3:PutObject", f"{batch}/outgoing/*"),
+        ("s3:DeleteObject", f"{batch}/outgoing/*"),
+        ("s3:AbortMultipartUpload", f"{batch}/outgoing/*"),
+        # Finding an interrupted job's unfinished multipart uploads to abort them.
+        ("s3:ListBucketMultipartUploads", batch),
+    } | log_grants(f"turnout-{stage}-handle_batch_upload")
+
+
+def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
+    granted = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert set(statement) <= {"Sid", "Effect", "Action", "Resource"}, statement
+        for action in statement["Action"]:
+            for resource in statement["Resource"]:
+                granted.add((action, resource))
+    return granted
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+@pytest.mark.parametrize("function", ["api", "batch"])
+def test_each_policy_grants_exactly_what_its_function_needs(
+    stage: str, function: str
+) -> None:
+    assert grants(load_policy(stage, function)) == expected_grants(stage, function)
+
+
+def test_every_function_of_every_stage_has_its_own_policy_file() -> None:
+    from tests.conftest import ROOT
+
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    assert config["autogen_policy"] is False
+    for stage in ("dev", "prod"):
+        functions = config["stages"][stage]["lambda_functions"]
+        assert functions["api_handler"]["iam_policy_file"] == f"policy-{stage}-api.json"
+        assert (
+            functions["handle_batch_upload"]["iam_policy_file"]
+            == f"policy-{stage}-batch.json"
+        )
+
+
+# -- the REST path with the API function's policy --------------------------------
+
+
+def v2_infer(client: Client, alias: str) -> Any:
+    body = {
+        "inputs": [
+            {
+                "name": "float_input",
+                "shape": [2, 4],
+                "datatype": "FP32",
+                "data": SETOSA + VIRGINICA,
+            }
+        ]
+    }
+    return client.http.post(
+        "/v2/models/iris/infer",
+        headers={"Content-Type": "application/json", "X-Turnout-Alias": alias},
+        body=json.dumps(body),
+    )
+
+
+def test_the_api_policy_serves_health_metadata_and_a_prediction_through_an_alias(
+    iam_stack: IamStack, app_as: AppAs
+) -> None:
+    with app_as(iam_stack.credentials["api"]) as client:
+        live = client.http.get("/v2/health/live")
+        metadata = client.http.get("/v2/models/iris")
+        infer = v2_infer(client, "staging")
+
+    assert (live.status_code, live.json_body) == (200, {"live": True})
+    assert metadata.status_code == 200, metadata.body
+    assert metadata.json_body["versions"] == ["1", "2"]
+    assert infer.status_code == 200, infer.body
+    assert infer.headers["X-Model-Version"] == "2"
+    assert infer.json_body["outputs"][0] == {
+        "name": "label",
+        "datatype": "INT64",
+        "shape": [2],
+        "data": [0, 2],
+    }
+
+
+def test_a_policy_missing_an_action_the_code_needs_fails_the_prediction(
+    iam_stack: IamStack, app_as: AppAs
+) -> None:
+    policy = load_policy(STAGE, "api")
+    policy["Statement"] = [s for s in policy["Statement"] if s["Sid"] != "ReadModels"]
+    keys = iam_stack.create_user("turnout-dev-api-without-reads", policy)
+
+    with app_as(keys) as client:
+        infer = v2_infer(client, "staging")
+
+    assert (infer.status_code, infer.json_body) == (
+        500,
+        {"error": "internal error"},
+    )
+
+
+def test_the_api_policy_refuses_writing_models_and_reading_batch_files(
+    iam_stack: IamStack,
+) -> None:
+    s3: S3Client = iam_stack.client("s3", iam_stack.credentials["api"])
+    settings = iam_stack.settings
+
+    for call in (
+        lambda: s3.put_object(
+            Bucket=settings.model_bucket, Key="models/iris/aliases/prod", Body=b"{}"
+        ),
+        lambda: s3.delete_object(
+            Bucket=settings.model_bucket, Key="models/iris/versions/1/model.onnx"
+        ),
+        lambda: s3.list_objects_v2(Bucket=settings.batch_bucket),
+    ):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+
+# -- the batch path with the batch function's policy -----------------------------
+
+
+def test_the_batch_policy_predicts_a_file_end_to_end_through_multipart_output(
+    iam_stack: IamStack, app_as: AppAs
+) -> None:
+    settings = iam_stack.settings
+    rows = iris_rows(3_000)
+    key = "incoming/iris@1/iam.csv"
+    iam_stack.admin.put_object(
+        Bucket=settings.batch_bucket,
+        Key=key,
+        Body=(csv_text(rows) + "5.1,abc,1.4,0.2,bad\n").encode(),
+    )
+
+    with app_as(iam_stack.credentials["batch"]) as client:
+        event = client.events.generate_s3_event(
+            bucket=settings.batch_bucket, key=quote_plus(key, safe="/")
+        )
+        payload = client.lambda_.invoke("handle_batch_upload", event).payload
+
+    def read(name: str) -> bytes:
+        body = iam_stack.admin.get_object(Bucket=settings.batch_bucket, Key=name)
+        data: bytes = body["Body"].read()
+        return data
+
+    manifest = json.loads(read("outgoing/iris@1/iam.csv.manifest.json"))
+    assert payload == {"action": "processed", "manifest": manifest}
+    assert manifest["status"] == "partial"
+    assert manifest["rows"] == {"read": 3_001, "predicted": 3_000, "rejected": 1}
+    output = read("outgoing/iris@1/iam.csv.out").decode()
+    # Bigger than a part: the output went up as a multipart upload.
+    assert len(output) > 2 * PART_BYTES
+    assert output == expected_csv(1, rows)
+    errors = read(manifest["errors"]["key"]).splitlines()
+    assert [json.loads(line)["raw"] for line in errors] == ["5.1,abc,1.4,0.2,bad"]
+
+
+def test_the_batch_policy_refuses_writing_uploads_and_models(
+    iam_stack: IamStack,
+) -> None:
+    s3: S3Client = iam_stack.client("s3", iam_stack.credentials["batch"])
+    settings = iam_stack.settings
+
+    for call in (
+        lambda: s3.put_object(
+            Bucket=settings.batch_bucket, Key="incoming/iris/forged.csv", Body=b"x"
+        ),
+        lambda: s3.delete_object(
+            Bucket=settings.batch_bucket, Key="incoming/iris@1/iam.csv"
+        ),
+        lambda: s3.put_object(
+            Bucket=settings.model_bucket, Key="models/iris/aliases/prod", Body=b"{}"
+        ),
+    ):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"

@@ -1,0 +1,228 @@
+"""The deployment package itself (``chalice package``, layer trimmed by
+``tools.package``): within Lambda's limits, wired by its Terraform, and running
+both handlers from the unzipped folders in a bare Python 3.12 against the
+IAM-enforcing moto server, with each function's own keys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app import app
+from bench.rest import proxy_event
+from tests.deploy.iam_stack import STAGE, IamStack, load_policy
+from tests.functional.test_batch import csv_text, expected_csv, iris_rows
+from tools.devstack import stage_environment
+from tools.package import lambda_python, unpack
+
+pytestmark = pytest.mark.package
+
+MB = 1024 * 1024
+DIRECT_UPLOAD_LIMIT = 50 * MB  # a zip handed to Lambda's API (chalice deploy)
+UNZIPPED_LIMIT = 250 * MB  # the function's code and all its layers, unzipped
+RUNTIME = Path(__file__).with_name("lambda_runtime.py")
+
+
+def unzipped_bytes(archive: Path) -> int:
+    with zipfile.ZipFile(archive) as package:
+        return sum(entry.file_size for entry in package.infolist())
+
+
+def terraform(package: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((package / "chalice.tf.json").read_text())
+    return document
+
+
+def test_every_zip_fits_a_direct_upload_and_the_whole_fits_unzipped(
+    package: Path,
+) -> None:
+    app_zip, layer_zip = package / "deployment.zip", package / "layer-deployment.zip"
+
+    assert app_zip.stat().st_size <= DIRECT_UPLOAD_LIMIT
+    assert layer_zip.stat().st_size <= DIRECT_UPLOAD_LIMIT
+    assert unzipped_bytes(app_zip) + unzipped_bytes(layer_zip) <= UNZIPPED_LIMIT
+    with zipfile.ZipFile(app_zip) as code:
+        shipped = {name.split("/")[0] for name in code.namelist()}
+    # The app (and its bytecode), the domain code and Chalice's runtime; nothing
+    # of models/, bench/, tests/ or tools/.
+    assert shipped == {"app.py", "__pycache__", "chalicelib", "chalice"}
+
+
+def test_terraform_wires_the_batch_uploads_and_the_keyed_api(package: Path) -> None:
+    document = terraform(package)
+    resources = document["resource"]
+    functions = resources["aws_lambda_function"]
+
+    notification = resources["aws_s3_bucket_notification"]
+    assert list(notification.values()) == [
+        {
+            "bucket": "turnout-batch-dev",
+            "lambda_function": [
+                {
+                    "events": ["s3:ObjectCreated:*"],
+                    "lambda_function_arn": "${aws_lambda_function."
+                    "handle_batch_upload.arn}",
+                    "filter_prefix": "incoming/",
+                }
+            ],
+        }
+    ]
+    batch, api = functions["handle_batch_upload"], functions["api_handler"]
+    assert (batch["runtime"], batch["memory_size"], batch["timeout"]) == (
+        "python3.12",
+        3008,
+        900,
+    )
+    assert batch["reserved_concurrent_executions"] == 2
+    assert (api["runtime"], api["memory_size"], api["timeout"]) == (
+        "python3.12",
+        2048,
+        30,
+    )
+    layer = ["${aws_lambda_layer_version.managed-layer.arn}"]
+    assert batch["layers"] == api["layers"] == layer
+    policies = resources["aws_iam_role_policy"]
+    assert json.loads(policies["api_handler_role"]["policy"]) == load_policy(
+        STAGE, "api"
+    )
+    assert json.loads(policies["handle_batch_upload_role"]["policy"]) == load_policy(
+        STAGE, "batch"
+    )
+    assert resources["aws_api_gateway_rest_api"]["rest_api"]["body"] == (
+        "${local.chalice_api_swagger}"
+    )
+    swagger = json.loads(document["locals"]["chalice_api_swagger"])
+    assert swagger["securityDefinitions"] == {
+        "api_key": {"type": "apiKey", "name": "x-api-key", "in": "header"}
+    }
+    keyed = {
+        (path, method): operation.get("security")
+        for path, operations in swagger["paths"].items()
+        for method, operation in operations.items()
+    }
+    assert keyed.pop(("/v2/health/live", "get")) is None
+    assert keyed.pop(("/v2/health/ready", "get")) is None
+    assert set(map(json.dumps, keyed.values())) == {'[{"api_key": []}]'}
+
+
+def invoke(
+    iam_stack: IamStack,
+    tree: tuple[Path, Path],
+    function: str,
+    handler: str,
+    events: list[dict[str, Any]],
+    cache: Path,
+) -> list[Any]:
+    """Run ``handler`` on ``events`` in a fresh bare interpreter on the unzipped
+    package, with ``function``'s keys and environment; its answers."""
+    command, python_environment = lambda_python(*tree)
+    environment = {
+        **stage_environment(STAGE),
+        **(config_environment(function)),
+        **iam_stack.credentials[function].environment(iam_stack.endpoint_url),
+        **python_environment,
+        "TURNOUT_MODEL_CACHE_DIR": str(cache),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(cache),
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+    completed = subprocess.run(
+        [*command, str(RUNTIME), handler],
+        input=json.dumps(events),
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["foreign_modules"] == []
+    # Every module came with its bytecode: none was compiled at the cold start.
+    assert result["compiled_at_import"] == []
+    answers: list[Any] = result["answers"]
+    return answers
+
+
+def config_environment(function: str) -> dict[str, str]:
+    """The variables ``.chalice/config.json`` gives ``function`` beyond its stage."""
+    from tests.conftest import ROOT
+
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    name = {"api": "api_handler", "batch": "handle_batch_upload"}[function]
+    variables: dict[str, str] = config["stages"][STAGE]["lambda_functions"][name].get(
+        "environment_variables", {}
+    )
+    return variables
+
+
+def test_the_unzipped_package_serves_and_predicts_a_batch_file(
+    package: Path, iam_stack: IamStack, tmp_path: Path
+) -> None:
+    functions = terraform(package)["resource"]["aws_lambda_function"]
+    tree = unpack(package, tmp_path / "lambda")
+    body = {
+        "inputs": [
+            {
+                "name": "float_input",
+                "shape": [1, 4],
+                "datatype": "FP32",
+                "data": [6.7, 3.0, 5.2, 2.3],
+            }
+        ]
+    }
+    headers = {"Content-Type": "application/json", "X-Turnout-Alias": "staging"}
+    live, infer = invoke(
+        iam_stack,
+        tree,
+        "api",
+        functions["api_handler"]["handler"],
+        [
+            proxy_event(app, "GET", "/v2/health/live", {}, ""),
+            proxy_event(
+                app, "POST", "/v2/models/iris/infer", headers, json.dumps(body)
+            ),
+        ],
+        tmp_path / "api-cache",
+    )
+
+    assert (live["statusCode"], json.loads(live["body"])) == (200, {"live": True})
+    assert infer["statusCode"] == 200, infer["body"]
+    assert infer["headers"]["X-Model-Version"] == "2"
+    assert json.loads(infer["body"])["outputs"][0]["data"] == [2]
+
+    rows = iris_rows(50)
+    key = "incoming/iris@1/artifact.csv"
+    bucket = iam_stack.settings.batch_bucket
+    iam_stack.admin.put_object(Bucket=bucket, Key=key, Body=csv_text(rows).encode())
+    event = {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "awsRegion": "us-east-1",
+                "s3": {"bucket": {"name": bucket}, "object": {"key": key}},
+            }
+        ]
+    }
+    [answer] = invoke(
+        iam_stack,
+        tree,
+        "batch",
+        functions["handle_batch_upload"]["handler"],
+        [event],
+        tmp_path / "batch-cache",
+    )
+
+    assert answer["action"] == "processed"
+    assert answer["manifest"]["status"] == "succeeded"
+    output = iam_stack.admin.get_object(
+        Bucket=bucket, Key=answer["manifest"]["output"]["key"]
+    )
+    assert output["Body"].read().decode() == expected_csv(1, rows)
