@@ -311,3 +311,12 @@ def test_an_alias_change_shows_after_the_cache_time(
 def test_the_dev_stage_caches_aliases_for_at_most_five_seconds(client: Client) -> None:
     infer(client)
     assert 0 < wiring.settings().alias_cache_seconds <= 5
+
+
+def test_a_version_of_thousands_of_digits_is_400(client: Client) -> None:
+    response = client.http.get(f"/v2/models/iris/versions/{'9' * 5000}/ready")
+    assert response.status_code == 400
+    assert response.json_body == {
+        "error": "invalid version name '99999999999999999999...': 5000 characters, "
+        "a version has at most 18 digits"
+    }
