@@ -114,6 +114,7 @@ class ModelIntegrityError(TurnoutError):
         )
         self.name = name
         self.version = version
+        self.reason = reason
 
 
 class InvalidInputError(TurnoutError):

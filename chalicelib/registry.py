@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.errors import (
     InvalidLabelsError,
+    ModelIntegrityError,
     ModelNotFoundError,
     ModelTooLargeError,
     VersionNotFoundError,
@@ -234,7 +235,7 @@ class Registry:
             if not self.list_versions(name):
                 raise ModelNotFoundError(name) from None
             raise VersionNotFoundError(name, version) from None
-        return Manifest.from_dict(json.loads(response["Body"].read()))
+        return read_manifest(name, version, response["Body"].read())
 
     def latest_manifest(self, name: str) -> Manifest:
         versions = self.list_versions(name)
@@ -254,6 +255,30 @@ class Registry:
                 raise VersionNotFoundError(manifest.name, manifest.version) from None
             raise
         return response["Body"].read()
+
+
+def read_manifest(name: str, version: int, stored: bytes) -> Manifest:
+    """The manifest in ``stored``; ModelIntegrityError when it is not valid JSON,
+    lacks a field, has one of the wrong type, or describes another version."""
+
+    def corrupt(reason: str) -> ModelIntegrityError:
+        return ModelIntegrityError(name, version, f"manifest.json {reason}")
+
+    try:
+        data = json.loads(stored)
+    except (ValueError, RecursionError):
+        raise corrupt("is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise corrupt("is not a JSON object")
+    try:
+        manifest = Manifest.from_dict(data)
+    except KeyError as error:
+        raise corrupt(f"has no {error} field") from None
+    except (TypeError, ValueError, AttributeError):
+        raise corrupt("has a field of the wrong type") from None
+    if (manifest.name, manifest.version) != (name, version):
+        raise corrupt(f"describes version {manifest.version} of {manifest.name!r}")
+    return manifest
 
 
 def _base64_sha256(data: bytes) -> str:

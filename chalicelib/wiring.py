@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from chalicelib.aliases import AliasCache
 from chalicelib.config import Settings
-from chalicelib.models import ModelCache
+from chalicelib.models import ArtifactFiles, ModelCache
 from chalicelib.predict import Predictor
 from chalicelib.registry import Registry
 
@@ -65,9 +65,10 @@ def predictor() -> Predictor:
         AliasCache(s3_client(), config.model_bucket, config.alias_cache_seconds),
         ModelCache(
             store.fetch_artifact,
-            config.model_cache_dir,
+            ArtifactFiles(config.model_cache_dir, config.model_file_cache_bytes),
             config.session_cache_bytes,
             threads=config.session_threads,
+            failure_seconds=config.integrity_failure_seconds,
         ),
         default_alias=config.default_alias,
     )

@@ -320,3 +320,46 @@ def test_a_version_of_thousands_of_digits_is_400(client: Client) -> None:
         "error": "invalid version name '99999999999999999999...': 5000 characters, "
         "a version has at most 18 digits"
     }
+
+
+def test_a_corrupt_manifest_is_503_for_that_version_only(
+    client: Client, s3: S3Client
+) -> None:
+    key = version_prefix("iris", 2) + "manifest.json"
+    stored = s3.get_object(Bucket=MODEL_BUCKET, Key=key)["Body"].read()
+    s3.put_object(Bucket=MODEL_BUCKET, Key=key, Body=stored[: len(stored) // 2])
+    expected = {
+        "error": "version 2 of 'iris' failed its integrity check: "
+        "manifest.json is not valid JSON"
+    }
+    for response in (
+        infer(client, "/v2/models/iris/versions/2/infer"),
+        client.http.get("/v2/models/iris/versions/2/ready"),
+        client.http.get("/v2/models/iris/versions/2"),
+    ):
+        assert (response.status_code, response.json_body) == (503, expected)
+    assert infer(client, "/v2/models/iris/versions/1/infer").status_code == 200
+    assert client.http.get("/v2/models/iris/versions/1").status_code == 200
+
+
+def test_a_signature_edited_in_the_manifest_is_503(
+    client: Client, s3: S3Client
+) -> None:
+    key = version_prefix("iris", 1) + "manifest.json"
+    stored = json.loads(s3.get_object(Bucket=MODEL_BUCKET, Key=key)["Body"].read())
+    stored["inputs"][0]["shape"] = [-1, 5]
+    s3.put_object(Bucket=MODEL_BUCKET, Key=key, Body=json.dumps(stored).encode())
+    five = post_json(
+        client,
+        "/v2/models/iris/versions/1/infer",
+        v2_request([[5.1, 3.5, 1.4, 0.2, 1.0]]),
+    )
+    assert (five.status_code, five.json_body) == (
+        503,
+        {
+            "error": "version 1 of 'iris' failed its integrity check: the "
+            "manifest's input 'float_input' FP32 [-1, 5] differs from the model's "
+            "'float_input' FP32 [-1, 4]"
+        },
+    )
+    assert infer(client, "/v2/models/iris/versions/2/infer").status_code == 200
