@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.aliases import AliasDocument, AliasStore, Revision, Shadow
 from chalicelib.config import Settings
+from chalicelib.documents import error_code
 from chalicelib.errors import (
     InvalidNameError,
     ModelNotFoundError,
@@ -30,7 +31,7 @@ from chalicelib.errors import (
 )
 from chalicelib.manifest import Manifest, TensorSpec
 from chalicelib.names import parse_version
-from chalicelib.registry import Registry, error_code
+from chalicelib.registry import Registry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -614,7 +615,7 @@ def alias_list(session: Session, name: str) -> None:
 @pass_session
 def alias_history(session: Session, name: str, alias: str) -> None:
     """Every revision of ALIAS, oldest first: when, who, routing, why."""
-    history: Sequence[Revision] = session.aliases.get(name, alias).history
+    history: Sequence[Revision] = session.aliases.history(name, alias)
     session.emit(
         [revision.to_dict() for revision in history],
         format_table(

@@ -10,7 +10,7 @@ from chalicelib.aliases import AliasCache
 from chalicelib.config import Settings
 from chalicelib.models import ArtifactFiles, ModelCache
 from chalicelib.predict import Predictor
-from chalicelib.registry import Registry
+from chalicelib.registry import ManifestCache, Registry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -63,6 +63,7 @@ def predictor() -> Predictor:
     return Predictor(
         store,
         AliasCache(s3_client(), config.model_bucket, config.alias_cache_seconds),
+        ManifestCache(store, config.manifest_cache_seconds),
         ModelCache(
             store.fetch_artifact,
             ArtifactFiles(config.model_cache_dir, config.model_file_cache_bytes),

@@ -17,7 +17,7 @@ from scipy.stats import chisquare
 
 from chalicelib import wiring
 from chalicelib.aliases import AliasStore, Shadow
-from chalicelib.registry import version_prefix
+from chalicelib.layout import version_prefix
 from chalicelib.traffic import choose_version
 from tests.conftest import MODEL_BUCKET
 from tests.functional.rest_support import (
@@ -363,3 +363,23 @@ def test_a_signature_edited_in_the_manifest_is_503(
         },
     )
     assert infer(client, "/v2/models/iris/versions/2/infer").status_code == 200
+
+
+def test_a_deleted_version_stops_answering_where_it_is_no_longer_listed(
+    request: pytest.FixtureRequest, aliases: AliasStore
+) -> None:
+    for client in serving_client(request, manifest_cache_seconds=0):
+        aliases.set_routing("iris", "prod", {1: 100}, actor="tests")
+        assert infer(client, "/v2/models/iris/versions/2/infer").status_code == 200
+        aliases.delete_version("iris", 2)
+        listed = client.http.get("/v2/models/iris")
+        assert listed.json_body["versions"] == ["1"]
+        for response in (
+            infer(client, "/v2/models/iris/versions/2/infer"),
+            client.http.get("/v2/models/iris/versions/2"),
+            client.http.get("/v2/models/iris/versions/2/ready"),
+        ):
+            assert (response.status_code, response.json_body) == (
+                404,
+                {"error": "model 'iris' has no version 2"},
+            )
