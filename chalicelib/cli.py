@@ -493,10 +493,11 @@ def describe(session: Session, name: str, version: int | None) -> None:
 @cli.command()
 @click.argument("name")
 @version_argument
+@actor_option
 @pass_session
-def delete(session: Session, name: str, version: int) -> None:
+def delete(session: Session, name: str, version: int, actor: str) -> None:
     """Delete a VERSION of NAME that no alias routes to. Its number is not reused."""
-    session.aliases.delete_version(name, version)
+    session.aliases.delete_version(name, version, actor=actor)
     session.emit(
         {"name": name, "version": version, "deleted": True},
         [f"deleted {name} version {version}"],

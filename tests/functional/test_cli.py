@@ -170,11 +170,17 @@ def test_describe_without_a_version_shows_the_latest(
 
 
 def test_delete_removes_an_unrouted_version(
-    turnout: Turnout, demo_registry: Registry
+    turnout: Turnout, demo_registry: Registry, s3: S3Client
 ) -> None:
     demo_registry.register("iris", (MODELS / "iris-v1.onnx").read_bytes())
     demo_registry.register("iris", (MODELS / "iris-v1.onnx").read_bytes())
-    assert succeeded(turnout("delete", "iris", "3")) == "deleted iris version 3\n"
+    assert succeeded(turnout("delete", "iris", "3", "--actor", "ann")) == (
+        "deleted iris version 3\n"
+    )
+    tombstone = s3.get_object(
+        Bucket=MODEL_BUCKET, Key="models/iris/versions/3/deleted.json"
+    )
+    assert json.loads(tombstone["Body"].read())["actor"] == "ann"
     assert as_json(turnout("--json", "delete", "iris", "4")) == {
         "name": "iris",
         "version": 4,
