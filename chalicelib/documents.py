@@ -89,12 +89,12 @@ class JsonDocuments:
             raise
         return response["ETag"]
 
-    def exists(self, key: str) -> bool:
-        """True when there is an object at ``key``."""
+    def etag(self, key: str) -> str | None:
+        """The ETag of the object at ``key`` (None when there is none), without
+        reading it: whether a document is still the one a writer last wrote."""
         try:
-            self.s3.head_object(Bucket=self.bucket, Key=key)
+            return self.s3.head_object(Bucket=self.bucket, Key=key)["ETag"]
         except ClientError as error:
             if is_missing(error):
-                return False
+                return None
             raise
-        return True

@@ -239,9 +239,8 @@ class Registry:
             if not is_missing(error):
                 raise
             response = None
-        if response is None or self.documents.exists(
-            layout.tombstone_key(name, version)
-        ):
+        tombstone = layout.tombstone_key(name, version)
+        if response is None or self.documents.etag(tombstone) is not None:
             if not self.list_versions(name):
                 raise ModelNotFoundError(name) from None
             raise VersionNotFoundError(name, version) from None
