@@ -18,6 +18,8 @@ from scipy.stats import chisquare
 from chalicelib import wiring
 from chalicelib.aliases import AliasStore, Shadow
 from chalicelib.layout import version_prefix
+from chalicelib.manifest import Manifest
+from chalicelib.registry import Registry
 from chalicelib.traffic import choose_version
 from tests.conftest import MODEL_BUCKET
 from tests.functional.rest_support import (
@@ -383,3 +385,22 @@ def test_a_deleted_version_stops_answering_where_it_is_no_longer_listed(
                 404,
                 {"error": "model 'iris' has no version 2"},
             )
+
+
+def test_a_tampered_version_is_not_downloaded_again_for_each_request(
+    client: Client, s3: S3Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tamper(s3, "iris", 2)
+    fetched: list[int] = []
+    fetch = Registry.fetch_artifact
+
+    def counting(self: Registry, manifest: Manifest) -> bytes:
+        fetched.append(manifest.version)
+        return fetch(self, manifest)
+
+    monkeypatch.setattr(Registry, "fetch_artifact", counting)
+    for _ in range(3):
+        response = infer(client, "/v2/models/iris/versions/2/infer")
+        assert response.status_code == 503
+    assert infer(client, "/v2/models/iris/versions/1/infer").status_code == 200
+    assert fetched == [2, 1]
