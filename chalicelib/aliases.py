@@ -1,28 +1,37 @@
 """Aliases: weighted sets of versions, changed by compare-and-swap, with history.
 
-One JSON document per alias, ``models/{name}/aliases/{alias}.json``, holds the
-current routing and every earlier revision. Each change is a conditional write on
-the document's ETag (``IfMatch``; ``IfNoneMatch='*'`` when creating it), so two
-operators changing one alias at once never lose an update: the loser gets an
-AliasConflictError and can retry on the new state.
+Each alias is a small head document, ``models/{name}/aliases/{alias}.json``, that
+holds the current revision and is all that serving reads, and one immutable
+object per revision under ``models/{name}/aliases/{alias}/revisions/`` (keys in
+``chalicelib.layout``). A change writes its revision object first, then the head
+conditionally on the ETag it read (``IfMatch``; ``IfNoneMatch='*'`` when creating
+it), so two operators changing one alias at once never lose an update (the loser
+gets an AliasConflictError and can retry on the new state) and the history is
+never lost: each revision object names the one before it, and the head names the
+one that won.
+
+Deleting a version writes its tombstone, then re-writes every head that does not
+route to it (``fence`` counts these writes): a change that checked the version
+before the tombstone and writes after it finds the head changed and conflicts.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
-
+from chalicelib import layout
+from chalicelib.documents import NOT_MODIFIED, JsonDocuments
 from chalicelib.errors import (
     AliasConflictError,
     AliasNotFoundError,
+    DocumentConflictError,
     InvalidAliasError,
     ModelNotFoundError,
     RevisionNotFoundError,
@@ -30,22 +39,12 @@ from chalicelib.errors import (
     VersionNotFoundError,
 )
 from chalicelib.names import validate_alias_name, validate_model_name
-from chalicelib.registry import (
-    MODELS_PREFIX,
-    Registry,
-    error_code,
-    is_missing,
-    is_precondition_failure,
-    iso_timestamp,
-    utc_now,
-)
+from chalicelib.registry import Registry, iso_timestamp, utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-
-def alias_key(name: str, alias: str) -> str:
-    return f"{MODELS_PREFIX}{name}/aliases/{alias}.json"
+_MAX_FENCE_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -102,15 +101,14 @@ class Revision:
 
 @dataclass(frozen=True)
 class AliasDocument:
-    """An alias: its current routing and its history (oldest first, current last)."""
+    """An alias's head: its current revision, the id of that revision's object,
+    and how many deletions have fenced it."""
 
     name: str
     alias: str
-    history: tuple[Revision, ...]
-
-    @property
-    def current(self) -> Revision:
-        return self.history[-1]
+    current: Revision
+    revision_id: str
+    fence: int = 0
 
     @property
     def revision(self) -> int:
@@ -129,7 +127,8 @@ class AliasDocument:
             "name": self.name,
             "alias": self.alias,
             **self.current.to_dict(),
-            "history": [revision.to_dict() for revision in self.history],
+            "revision_id": self.revision_id,
+            "fence": self.fence,
         }
 
     @classmethod
@@ -137,7 +136,9 @@ class AliasDocument:
         return cls(
             name=str(data["name"]),
             alias=str(data["alias"]),
-            history=tuple(Revision.from_dict(item) for item in data["history"]),
+            current=Revision.from_dict(data),
+            revision_id=str(data["revision_id"]),
+            fence=int(data.get("fence", 0)),
         )
 
 
@@ -169,55 +170,76 @@ def validate_routing(weights: Mapping[int, float], shadow: Shadow | None) -> Non
 
 
 class AliasStore:
-    """Read and change aliases; versions are checked against ``registry``."""
+    """Read and change aliases; versions are checked against ``registry``.
+
+    ``suffix`` makes each revision object's key unique (random by default)."""
 
     def __init__(
-        self, registry: Registry, *, clock: Callable[[], datetime] = utc_now
+        self,
+        registry: Registry,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        suffix: Callable[[], str] = lambda: uuid.uuid4().hex[:12],
     ) -> None:
         self.registry = registry
+        self._documents = JsonDocuments(registry.s3, registry.bucket)
         self._clock = clock
-
-    @property
-    def _s3(self) -> S3Client:
-        return self.registry.s3
-
-    @property
-    def _bucket(self) -> str:
-        return self.registry.bucket
+        self._suffix = suffix
 
     def read(self, name: str, alias: str) -> tuple[AliasDocument, str]:
-        """The alias and its ETag; AliasNotFoundError if it does not exist."""
+        """The alias's head and its ETag; AliasNotFoundError if it does not exist."""
         validate_model_name(name)
         validate_alias_name(alias)
-        try:
-            response = self._s3.get_object(
-                Bucket=self._bucket, Key=alias_key(name, alias)
-            )
-        except ClientError as error:
-            if is_missing(error):
-                raise AliasNotFoundError(name, alias) from None
-            raise
-        document = AliasDocument.from_dict(json.loads(response["Body"].read()))
-        return document, response["ETag"]
+        found = self._documents.read(layout.alias_head_key(name, alias))
+        if found is None:
+            raise AliasNotFoundError(name, alias)
+        return AliasDocument.from_dict(found[0]), found[1]
 
     def get(self, name: str, alias: str) -> AliasDocument:
         return self.read(name, alias)[0]
 
+    def history(self, name: str, alias: str) -> tuple[Revision, ...]:
+        """Every revision of the alias, oldest first, read from the revision
+        objects (one GET each, walking back from the head)."""
+        return tuple(reversed(list(self._revisions_back(self.get(name, alias)))))
+
+    def _revisions_back(self, document: AliasDocument) -> Iterator[Revision]:
+        """The alias's revisions, newest first, read lazily."""
+        revision_id: str | None = document.revision_id
+        while revision_id is not None:
+            found = self._documents.read(
+                layout.alias_revision_key(document.name, document.alias, revision_id)
+            )
+            if found is None:
+                raise RevisionNotFoundError(document.name, document.alias, revision_id)
+            yield Revision.from_dict(found[0])
+            previous = found[0].get("previous")
+            revision_id = None if previous is None else str(previous)
+
     def list_aliases(self, name: str) -> list[AliasDocument]:
-        """Every alias of ``name``, sorted by alias name."""
-        validate_model_name(name)
-        prefix = f"{MODELS_PREFIX}{name}/aliases/"
+        """Every alias of ``name`` (its head), sorted by alias name."""
         documents = []
-        paginator = self._s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+        for alias in self._alias_names(name):
+            try:
+                documents.append(self.get(name, alias))
+            except AliasNotFoundError:
+                continue  # deleted between the listing and the read
+        return sorted(documents, key=lambda document: document.alias)
+
+    def _alias_names(self, name: str) -> list[str]:
+        validate_model_name(name)
+        prefix = layout.aliases_prefix(name)
+        names = []
+        paginator = self.registry.s3.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.registry.bucket, Prefix=prefix, Delimiter="/"
+        )
+        for page in pages:
             for item in page.get("Contents", []):
                 leaf = item["Key"][len(prefix) :]
-                if leaf.endswith(".json") and "/" not in leaf:
-                    try:
-                        documents.append(self.get(name, leaf[: -len(".json")]))
-                    except AliasNotFoundError:
-                        continue  # deleted between the listing and the read
-        return sorted(documents, key=lambda document: document.alias)
+                if leaf.endswith(".json"):
+                    names.append(leaf[: -len(".json")])
+        return names
 
     def set_routing(
         self,
@@ -232,16 +254,14 @@ class AliasStore:
     ) -> AliasDocument:
         """Route ``alias`` by ``weights`` (and ``shadow``) as a new revision.
 
-        Every version named must exist. ``expected_revision`` (0 for "must not exist
-        yet") makes the update conditional on what the caller last saw; without it
-        the update still never overwrites a change made since this call's own read.
+        Every version named must exist and not be deleted. ``expected_revision``
+        (0 for "must not exist yet") makes the update conditional on what the
+        caller last saw; without it the update still never overwrites a change
+        made since this call's own read.
         """
         validate_model_name(name)
         validate_alias_name(alias)
         validate_routing(weights, shadow)
-        self._check_versions_exist(
-            name, set(weights) | ({shadow.version} if shadow else set())
-        )
         return self._write_revision(
             name,
             alias,
@@ -283,18 +303,17 @@ class AliasStore:
         def restore(document: AliasDocument | None) -> Revision:
             if document is None:
                 raise AliasNotFoundError(name, alias)
-            if to_revision is None:
-                if len(document.history) < 2:
-                    raise InvalidAliasError(
-                        f"{name}@{alias} has a single revision: nothing to roll back to"
-                    )
-                target = document.history[-2]
-            else:
-                found = [r for r in document.history if r.revision == to_revision]
-                if not found:
-                    raise RevisionNotFoundError(name, alias, to_revision)
-                target = found[0]
-            self._check_versions_exist(name, target.versions())
+            wanted = document.revision - 1 if to_revision is None else to_revision
+            if to_revision is None and wanted < 1:
+                raise InvalidAliasError(
+                    f"{name}@{alias} has a single revision: nothing to roll back to"
+                )
+            target = next(
+                (r for r in self._revisions_back(document) if r.revision <= wanted),
+                None,
+            )
+            if target is None or target.revision != wanted:
+                raise RevisionNotFoundError(name, alias, wanted)
             return replace(
                 target,
                 actor=actor,
@@ -311,12 +330,13 @@ class AliasStore:
         *,
         expected_revision: int | None,
     ) -> AliasDocument:
-        key = alias_key(name, alias)
+        """Write the revision ``build`` makes of the head as it is now: its object
+        first, then the head, on the condition that the head has not changed."""
         try:
             document: AliasDocument | None
             document, etag = self.read(name, alias)
         except AliasNotFoundError:
-            document, etag = None, ""
+            document, etag = None, None
         current = document.revision if document else 0
         if expected_revision is not None and expected_revision != current:
             raise AliasConflictError(name, alias, current or None)
@@ -325,26 +345,54 @@ class AliasStore:
             revision=current + 1,
             updated_at=iso_timestamp(self._clock()),
         )
-        history = (document.history if document else ()) + (revision,)
-        updated = AliasDocument(name=name, alias=alias, history=history)
-        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        self._check_versions_exist(name, revision.versions())
+        revision_id = layout.revision_id(revision.revision, self._suffix())
+        self._documents.write(
+            layout.alias_revision_key(name, alias, revision_id),
+            {
+                **revision.to_dict(),
+                "previous": document.revision_id if document else None,
+            },
+            etag=None,
+        )
+        updated = AliasDocument(
+            name=name,
+            alias=alias,
+            current=revision,
+            revision_id=revision_id,
+            fence=document.fence if document else 0,
+        )
+        self._before_head_write(updated)
         try:
-            self._s3.put_object(
-                Bucket=self._bucket,
-                Key=key,
-                Body=json.dumps(updated.to_dict(), indent=1).encode(),
-                ContentType="application/json",
-                **condition,  # type: ignore[arg-type]
+            self._documents.write(
+                layout.alias_head_key(name, alias), updated.to_dict(), etag=etag
             )
-        except ClientError as error:
-            if not is_precondition_failure(error):
-                raise
+        except DocumentConflictError:
             try:
                 now = self.get(name, alias).revision
             except AliasNotFoundError:
                 now = None
             raise AliasConflictError(name, alias, now) from None
+        if document is None:
+            self._undo_if_deleted_meanwhile(updated)
         return updated
+
+    def _before_head_write(self, document: AliasDocument) -> None:
+        """Called between the checks of a change and its head's write (a seam for
+        tests of what can happen in between); does nothing."""
+
+    def _undo_if_deleted_meanwhile(self, created: AliasDocument) -> None:
+        """A new head has no ETag for a deletion to fence: check its versions
+        after writing it, and remove it (VersionNotFoundError) if one of them
+        was deleted meanwhile."""
+        try:
+            self._check_versions_exist(created.name, created.current.versions())
+        except (VersionNotFoundError, ModelNotFoundError):
+            self.registry.s3.delete_object(
+                Bucket=self.registry.bucket,
+                Key=layout.alias_head_key(created.name, created.alias),
+            )
+            raise
 
     def _check_versions_exist(self, name: str, versions: set[int]) -> None:
         existing = set(self.registry.list_versions(name))
@@ -362,16 +410,51 @@ class AliasStore:
             if version in document.current.versions()
         ]
 
-    def delete_version(self, name: str, version: int) -> None:
-        """Delete a version unless an alias routes to it (VersionInUseError)."""
+    def delete_version(self, name: str, version: int, *, actor: str = "") -> None:
+        """Delete a version unless an alias routes to it (VersionInUseError).
+
+        The tombstone comes first: from then on ``set_routing`` and ``rollback``
+        refuse the version. Then every head is fenced (re-written, so that a
+        change that checked the version before the tombstone conflicts) and
+        checked once more; only then are the manifest and the artifact removed.
+        """
         in_use = self.aliases_routing_to(name, version)
         if in_use:
             raise VersionInUseError(name, version, in_use)
+        self.registry.write_tombstone(name, version, actor=actor)
+        in_use = [
+            alias
+            for alias in self._alias_names(name)
+            if not self._fence(name, alias, version)
+        ]
+        if in_use:
+            self.registry.remove_tombstone(name, version)
+            raise VersionInUseError(name, version, in_use)
         self.registry.remove_version(name, version)
+
+    def _fence(self, name: str, alias: str, version: int) -> bool:
+        """Re-write the alias's head unchanged but for its fence; False (and no
+        write) when it routes to ``version``."""
+        for _ in range(_MAX_FENCE_ATTEMPTS):
+            try:
+                document, etag = self.read(name, alias)
+            except AliasNotFoundError:
+                return True
+            if version in document.current.versions():
+                return False
+            fenced = replace(document, fence=document.fence + 1)
+            try:
+                self._documents.write(
+                    layout.alias_head_key(name, alias), fenced.to_dict(), etag=etag
+                )
+                return True
+            except DocumentConflictError:
+                continue  # changed meanwhile: look again
+        raise AliasConflictError(name, alias, None)
 
 
 class AliasCache:
-    """A warm container's copy of alias documents, for serving.
+    """A warm container's copy of alias heads, for serving.
 
     A copy is trusted for ``ttl_seconds``; after that it is revalidated with a
     conditional GET on its ETag, which costs a 304 and no body when unchanged.
@@ -385,15 +468,14 @@ class AliasCache:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._s3 = s3
-        self._bucket = bucket
+        self._documents = JsonDocuments(s3, bucket)
         self._ttl = ttl_seconds
         self._clock = clock
         self._entries: dict[tuple[str, str], tuple[AliasDocument, str, float]] = {}
         self._lock = threading.Lock()
 
     def get(self, name: str, alias: str) -> AliasDocument:
-        """The alias's current document; AliasNotFoundError if it does not exist,
+        """The alias's current head; AliasNotFoundError if it does not exist,
         InvalidNameError if a name is invalid (checked before reading S3, so the
         cache only ever holds valid names)."""
         now = self._clock()
@@ -403,26 +485,18 @@ class AliasCache:
             return entry[0]
         validate_model_name(name)
         validate_alias_name(alias)
-        request: dict[str, Any] = {
-            "Bucket": self._bucket,
-            "Key": alias_key(name, alias),
-        }
-        if entry is not None:
-            request["IfNoneMatch"] = entry[1]
-        try:
-            response = self._s3.get_object(**request)
-        except ClientError as error:
-            if entry is not None and error_code(error) in {"304", "NotModified"}:
-                document, etag = entry[0], entry[1]
-            elif is_missing(error):
-                with self._lock:
-                    self._entries.pop((name, alias), None)
-                raise AliasNotFoundError(name, alias) from None
-            else:
-                raise
-        else:
-            document = AliasDocument.from_dict(json.loads(response["Body"].read()))
-            etag = response["ETag"]
+        found = self._documents.read(
+            layout.alias_head_key(name, alias),
+            unless_etag=entry[1] if entry is not None else None,
+        )
+        if found is None:
+            with self._lock:
+                self._entries.pop((name, alias), None)
+            raise AliasNotFoundError(name, alias)
+        stored, etag = found
+        document = entry[0] if entry and stored is NOT_MODIFIED else None
+        if document is None:
+            document = AliasDocument.from_dict(stored)
         with self._lock:
             self._entries[(name, alias)] = (document, etag, now)
         return document

@@ -27,6 +27,7 @@ from botocore.exceptions import (
 
 from chalicelib.aliases import AliasDocument, AliasStore, Revision, Shadow
 from chalicelib.config import Settings
+from chalicelib.documents import error_code
 from chalicelib.errors import (
     InvalidNameError,
     ModelNotFoundError,
@@ -34,7 +35,7 @@ from chalicelib.errors import (
     TurnoutError,
 )
 from chalicelib.names import parse_version
-from chalicelib.registry import Registry, error_code
+from chalicelib.registry import Registry
 from chalicelib.version_manifest import Manifest, TensorSpec
 
 if TYPE_CHECKING:
@@ -510,10 +511,11 @@ def describe(session: Session, name: str, version: int | None) -> None:
 @cli.command()
 @click.argument("name")
 @version_argument
+@actor_option
 @pass_session
-def delete(session: Session, name: str, version: int) -> None:
+def delete(session: Session, name: str, version: int, actor: str) -> None:
     """Delete a VERSION of NAME that no alias routes to. Its number is not reused."""
-    session.aliases.delete_version(name, version)
+    session.aliases.delete_version(name, version, actor=actor)
     session.emit(
         {"name": name, "version": version, "deleted": True},
         [f"deleted {name} version {version}"],
@@ -632,7 +634,7 @@ def alias_list(session: Session, name: str) -> None:
 @pass_session
 def alias_history(session: Session, name: str, alias: str) -> None:
     """Every revision of ALIAS, oldest first: when, who, routing, why."""
-    history: Sequence[Revision] = session.aliases.get(name, alias).history
+    history: Sequence[Revision] = session.aliases.history(name, alias)
     session.emit(
         [revision.to_dict() for revision in history],
         format_table(

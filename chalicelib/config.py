@@ -29,6 +29,15 @@ class Settings:
     # Memory bound of the per-container session cache, counted in model bytes.
     session_cache_bytes: int = 1024 * MIB
     model_cache_dir: str = "/tmp/turnout-models"
+    # Disk bound of the model file cache in model_cache_dir: Lambda's /tmp is
+    # 512 MB by default, and the function may need some of it for itself.
+    model_file_cache_bytes: int = 384 * MIB
+    # How long a version whose artifact or signature failed its check is refused
+    # without being downloaded and hashed again.
+    integrity_failure_seconds: float = 60.0
+    # How long a warm container trusts that a version it has read still exists
+    # (a deleted version stops answering within this time).
+    manifest_cache_seconds: float = 5.0
     # onnxruntime threads per request (0: one per core). The batch function sets 1:
     # it already keeps the cores busy reading, parsing and uploading.
     session_threads: int = 0

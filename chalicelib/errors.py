@@ -114,6 +114,7 @@ class ModelIntegrityError(TurnoutError):
         )
         self.name = name
         self.version = version
+        self.reason = reason
 
 
 class InvalidInputError(TurnoutError):
@@ -198,3 +199,12 @@ class BatchTimeLimitError(BatchFileError):
         self.done = done
         self.size = size
         self.rows = rows
+
+
+class DocumentConflictError(TurnoutError):
+    """A conditional write lost: the document was changed, created or deleted
+    since it was read. Its owner says what that means (AliasConflictError...)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key} changed since it was read: read it again and retry")
+        self.key = key

@@ -6,11 +6,14 @@ alias lookup on a cold container should not pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 import threading
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +24,8 @@ from chalicelib.version_manifest import Manifest, Signature, TensorSpec
 
 if TYPE_CHECKING:
     import onnxruntime
+
+logger = logging.getLogger("turnout.models")
 
 
 def _onnxruntime() -> Any:
@@ -193,31 +198,182 @@ class LoadedModel:
     session: onnxruntime.InferenceSession
 
 
+def check_signature(manifest: Manifest, session: onnxruntime.InferenceSession) -> None:
+    """Raise ModelIntegrityError unless the manifest's inputs and outputs are the
+    session's own: a manifest edited by hand must not decide what reaches the model."""
+    actual = signature_of(session)
+    for kind, stored, own in (
+        ("input", manifest.inputs, actual.inputs),
+        ("output", manifest.outputs, actual.outputs),
+    ):
+        if len(stored) != len(own):
+            raise ModelIntegrityError(
+                manifest.name,
+                manifest.version,
+                f"the manifest lists {len(stored)} {kind}s, the model has {len(own)}",
+            )
+        for ours, theirs in zip(stored, own, strict=True):
+            if ours != theirs:
+                raise ModelIntegrityError(
+                    manifest.name,
+                    manifest.version,
+                    f"the manifest's {kind} {_spec_text(ours)} differs from the "
+                    f"model's {_spec_text(theirs)}",
+                )
+
+
+def _spec_text(spec: TensorSpec) -> str:
+    return f"{spec.name!r} {spec.datatype} {list(spec.shape)}"
+
+
+class ArtifactFiles:
+    """Verified model files in ``directory``, named by sha256, at most ``max_bytes``.
+
+    A new file makes room by removing the least recently used files that nobody is
+    opening; a file that does not fit, or whose write fails (a full disk), is not
+    kept, and its partial ``.part`` file is removed: the caller still has the bytes.
+    """
+
+    def __init__(self, directory: str, max_bytes: int) -> None:
+        self._directory = directory
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._sizes: OrderedDict[str, int] | None = None  # least recently used first
+        self._reserved = 0
+        self._in_use: Counter[str] = Counter()
+
+    def _path(self, sha256: str) -> str:
+        return os.path.join(self._directory, f"{sha256}.onnx")
+
+    def _index(self) -> OrderedDict[str, int]:
+        """The files on disk (read once, oldest first); removes leftover ``.part``
+        files of writes that a previous process did not finish. Call under the lock."""
+        if self._sizes is None:
+            found: list[tuple[float, str, int]] = []
+            with (
+                contextlib.suppress(FileNotFoundError),
+                os.scandir(self._directory) as entries,
+            ):
+                for entry in entries:
+                    if entry.name.endswith(".part"):
+                        with contextlib.suppress(OSError):
+                            os.remove(entry.path)
+                    elif entry.name.endswith(".onnx") and entry.is_file():
+                        stat = entry.stat()
+                        found.append((stat.st_mtime, entry.name[:-5], stat.st_size))
+            self._sizes = OrderedDict((sha, size) for _, sha, size in sorted(found))
+        return self._sizes
+
+    @contextlib.contextmanager
+    def borrow(self, sha256: str) -> Iterator[str | None]:
+        """The path of the file for ``sha256`` (None when there is none), which is
+        not removed until the block ends."""
+        with self._lock:
+            index = self._index()
+            present = sha256 in index
+            if present:
+                index.move_to_end(sha256)
+                self._in_use[sha256] += 1
+        if not present:
+            yield None
+            return
+        try:
+            yield self._path(sha256)
+        finally:
+            with self._lock:
+                self._in_use[sha256] -= 1
+                if not self._in_use[sha256]:
+                    del self._in_use[sha256]
+
+    def store(self, sha256: str, data: bytes) -> bool:
+        """Keep ``data`` as the file of ``sha256``; False when it was not kept."""
+        with self._lock:
+            index = self._index()
+            if sha256 in index:
+                return True
+            if not self._make_room(index, len(data)):
+                return False
+            self._reserved += len(data)
+        kept = self._write(sha256, data)
+        with self._lock:
+            self._reserved -= len(data)
+            if kept:
+                index[sha256] = len(data)
+        return kept
+
+    def _make_room(self, index: OrderedDict[str, int], size: int) -> bool:
+        """Remove unused files, least recently used first, until ``size`` more
+        bytes fit. Call under the lock."""
+        total = sum(index.values()) + self._reserved
+        for sha256 in [sha for sha in index if sha not in self._in_use]:
+            if total + size <= self._max_bytes:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self._path(sha256))
+            total -= index.pop(sha256)
+        return total + size <= self._max_bytes
+
+    def _write(self, sha256: str, data: bytes) -> bool:
+        temporary = None
+        try:
+            os.makedirs(self._directory, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=self._directory, suffix=".part")
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(temporary, self._path(sha256))
+        except OSError as error:
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+            logger.warning(
+                "model file %s not kept in %s: %s", sha256, self._directory, error
+            )
+            return False
+        return True
+
+    def names(self) -> list[str]:
+        """The sha256 of each file kept, least recently used first."""
+        with self._lock:
+            return list(self._index())
+
+
 class ModelCache:
     """Per-container cache of sessions, bounded by the sum of model sizes.
 
-    A model missing from memory is read from the local file cache (``cache_dir``,
-    files named by sha256 and written only after verification), else fetched with
-    ``fetch`` (which returns unverified bytes) and verified before it is kept.
+    A model missing from memory is opened from its file in ``files`` (written only
+    after verification), else fetched with ``fetch`` (which returns unverified
+    bytes) and verified before it is kept. Every session's signature is checked
+    against its manifest. An integrity failure is remembered for
+    ``failure_seconds`` (by ``clock``): that version is refused meanwhile without
+    downloading its artifact again.
     """
 
     def __init__(
         self,
         fetch: Callable[[Manifest], bytes],
-        cache_dir: str,
+        files: ArtifactFiles,
         max_bytes: int,
         *,
         threads: int = 0,
+        failure_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
-        self._cache_dir = cache_dir
+        self._files = files
         self._max_bytes = max_bytes
         self._threads = threads
+        self._failure_seconds = failure_seconds
+        self._clock = clock
         self._sessions: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
+        self._failures: dict[tuple[str, int, str], tuple[ModelIntegrityError, float]]
+        self._failures = {}
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], threading.Lock] = {}
 
     def get(self, manifest: Manifest) -> LoadedModel:
+        """The version's session; ModelIntegrityError when its artifact or
+        signature does not match its manifest (now or in the last
+        ``failure_seconds``)."""
         key = (manifest.name, manifest.version)
         with self._lock:
             loaded = self._sessions.get(key)
@@ -229,26 +385,44 @@ class ModelCache:
             with self._lock:
                 loaded = self._sessions.get(key)
             if loaded is None or loaded.manifest.sha256 != manifest.sha256:
-                session = open_session(self._verified(manifest), threads=self._threads)
-                loaded = LoadedModel(manifest, session)
+                self._raise_remembered_failure(manifest)
+                try:
+                    loaded = LoadedModel(manifest, self._open(manifest))
+                except ModelIntegrityError as error:
+                    with self._lock:
+                        self._failures[(*key, manifest.sha256)] = (
+                            error,
+                            self._clock() + self._failure_seconds,
+                        )
+                    raise
                 self._keep(key, loaded)
             return loaded
 
-    def _verified(self, manifest: Manifest) -> bytes | str:
-        """The path of the model's file in the file cache, else its bytes, fetched,
-        verified and written to the file cache (the session is then opened from
-        the bytes in memory, not read back from the file)."""
-        path = os.path.join(self._cache_dir, f"{manifest.sha256}.onnx")
-        if os.path.exists(path):
-            return path
+    def _raise_remembered_failure(self, manifest: Manifest) -> None:
+        failure_key = (manifest.name, manifest.version, manifest.sha256)
+        with self._lock:
+            failure = self._failures.get(failure_key)
+            if failure is not None and self._clock() >= failure[1]:
+                del self._failures[failure_key]
+                failure = None
+        if failure is not None:
+            error = failure[0]
+            raise ModelIntegrityError(error.name, error.version, error.reason)
+
+    def _open(self, manifest: Manifest) -> onnxruntime.InferenceSession:
+        """A session over the model's file if one is kept, else over its fetched
+        and verified bytes (then kept as a file); its signature checked."""
+        with self._files.borrow(manifest.sha256) as path:
+            if path is not None:
+                session = open_session(path, threads=self._threads)
+                check_signature(manifest, session)
+                return session
         data = self._fetch(manifest)
         verify_artifact(manifest, data)
-        os.makedirs(self._cache_dir, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self._cache_dir, suffix=".part")
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-        return data
+        session = open_session(data, threads=self._threads)
+        check_signature(manifest, session)
+        self._files.store(manifest.sha256, data)
+        return session
 
     def _keep(self, key: tuple[str, int], loaded: LoadedModel) -> None:
         with self._lock:

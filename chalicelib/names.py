@@ -7,6 +7,9 @@ import re
 from chalicelib.errors import InvalidNameError
 
 MAX_NAME_LENGTH = 63
+# More digits than any registry will reach, and far below the 4,300 at which
+# int() raises: a path segment is checked for length before it is converted.
+MAX_VERSION_DIGITS = 18
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
@@ -43,8 +46,16 @@ def validate_alias_name(alias: str) -> str:
 
 
 def parse_version(value: str | int) -> int:
-    """A version is a positive integer; '3' and 3 both give 3."""
+    """A version is a positive integer of at most MAX_VERSION_DIGITS digits; '3'
+    and 3 both give 3. InvalidNameError otherwise."""
     text = str(value).strip()
+    if len(text) > MAX_VERSION_DIGITS:
+        raise InvalidNameError(
+            "version",
+            text[:20] + "...",
+            f"{len(text)} characters, a version has at most "
+            f"{MAX_VERSION_DIGITS} digits",
+        )
     if not _is_ascii_number(text) or int(text) < 1 or text.startswith("0"):
         raise InvalidNameError("version", text, "a version is a positive integer")
     return int(text)

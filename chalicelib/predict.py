@@ -28,7 +28,7 @@ from chalicelib.errors import (
 )
 from chalicelib.models import ModelCache
 from chalicelib.names import validate_model_name
-from chalicelib.registry import Registry
+from chalicelib.registry import ManifestCache, Registry
 from chalicelib.traffic import choose_version, sample_shadow
 from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
 
@@ -113,6 +113,7 @@ class Predictor:
         self,
         registry: Registry,
         aliases: AliasCache,
+        manifests: ManifestCache,
         models: ModelCache,
         *,
         default_alias: str,
@@ -121,10 +122,10 @@ class Predictor:
     ) -> None:
         self.registry = registry
         self.aliases = aliases
+        self.manifests = manifests
         self.models = models
         self.default_alias = default_alias
         self._draw = draw
-        self._manifests: dict[tuple[str, int], Manifest] = {}
         self._lock = threading.Lock()
         self._shadow_workers = shadow_workers
         self._shadow_pool: ThreadPoolExecutor | None = None
@@ -133,16 +134,8 @@ class Predictor:
     # -- resolving -------------------------------------------------------------
 
     def manifest(self, name: str, version: int) -> Manifest:
-        """A version's manifest, read once per container (manifests are immutable)."""
-        key = (name, version)
-        with self._lock:
-            cached = self._manifests.get(key)
-        if cached is not None:
-            return cached
-        manifest = self.registry.get_manifest(name, version)
-        with self._lock:
-            self._manifests[key] = manifest
-        return manifest
+        """A version's manifest, from the container's ManifestCache."""
+        return self.manifests.get(name, version)
 
     def alias(self, name: str, alias: str | None = None) -> AliasDocument:
         """The alias document (the stage's default alias when ``alias`` is None).

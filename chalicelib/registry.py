@@ -1,16 +1,12 @@
 """The model registry: immutable, checksummed versions in an S3 bucket.
 
-Layout (one prefix per model)::
-
-    models/{name}/versions/{version}/claim.json     the version number, taken
-    models/{name}/versions/{version}/model.onnx     the artifact
-    models/{name}/versions/{version}/manifest.json  the commit point, written last
-
 A registration claims the next number with a conditional write (``IfNoneMatch``),
 so two concurrent registrations get two numbers, then writes the artifact, then
 the manifest. Only versions with a manifest exist for anyone: a crash midway
 leaves a claimed number that nobody can list or route to. Claims are never
 deleted, so a number is never given twice, even after its version is deleted.
+Deleting writes a tombstone first: from then on the version does not exist,
+whatever of it is left. The keys are in ``chalicelib.layout``.
 """
 
 from __future__ import annotations
@@ -18,14 +14,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+from chalicelib import layout
+from chalicelib.documents import JsonDocuments
+from chalicelib.documents import (
+    # Re-exported for the batch ledger until it moves onto JsonDocuments.
+    is_missing as is_missing,
+)
+from chalicelib.documents import (
+    is_precondition_failure as is_precondition_failure,
+)
 from chalicelib.errors import (
+    DocumentConflictError,
     InvalidLabelsError,
+    ModelIntegrityError,
     ModelNotFoundError,
     ModelTooLargeError,
     VersionNotFoundError,
@@ -37,7 +46,6 @@ from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-MODELS_PREFIX = "models/"
 LABELS_METADATA_KEY = "turnout.labels"
 _MAX_CLAIM_ATTEMPTS = 100
 
@@ -50,28 +58,6 @@ def iso_timestamp(moment: datetime) -> str:
     return (
         moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
-
-
-def version_prefix(name: str, version: int) -> str:
-    return f"{MODELS_PREFIX}{name}/versions/{version}/"
-
-
-def error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
-def is_precondition_failure(error: ClientError) -> bool:
-    """True for a lost conditional write (412, or 409 when S3 saw a race)."""
-    return error_code(error) in {
-        "PreconditionFailed",
-        "412",
-        "ConditionalRequestConflict",
-        "409",
-    }
-
-
-def is_missing(error: ClientError) -> bool:
-    return error_code(error) in {"NoSuchKey", "404", "NotFound"}
 
 
 class Registry:
@@ -87,6 +73,7 @@ class Registry:
     ) -> None:
         self.s3 = s3
         self.bucket = bucket
+        self.documents = JsonDocuments(s3, bucket)
         self.max_model_bytes = max_model_bytes
         self._clock = clock
 
@@ -130,21 +117,16 @@ class Registry:
             producer=info.producer,
             ir_version=info.ir_version,
         )
-        prefix = version_prefix(name, version)
         self.s3.put_object(
             Bucket=self.bucket,
-            Key=prefix + "model.onnx",
+            Key=layout.artifact_key(name, version),
             Body=data,
             IfNoneMatch="*",
             ChecksumSHA256=_base64_sha256(data),
             ContentType="application/octet-stream",
         )
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=prefix + "manifest.json",
-            Body=json.dumps(manifest.to_dict(), indent=2).encode(),
-            IfNoneMatch="*",
-            ContentType="application/json",
+        self.documents.write(
+            layout.manifest_key(name, version), manifest.to_dict(), etag=None
         )
         return manifest
 
@@ -152,31 +134,46 @@ class Registry:
         version = max(self._claimed_versions(name), default=0) + 1
         for _ in range(_MAX_CLAIM_ATTEMPTS):
             try:
-                self.s3.put_object(
-                    Bucket=self.bucket,
-                    Key=version_prefix(name, version) + "claim.json",
-                    Body=json.dumps({"claimed_at": iso_timestamp(self._clock())}),
-                    IfNoneMatch="*",
+                self.documents.write(
+                    layout.claim_key(name, version),
+                    {"claimed_at": iso_timestamp(self._clock())},
+                    etag=None,
                 )
                 return version
-            except ClientError as error:
-                if not is_precondition_failure(error):
-                    raise
+            except DocumentConflictError:
                 version += 1
         raise RuntimeError(
             f"could not claim a version of {name!r}: too much contention"
         )
 
-    def remove_version(self, name: str, version: int) -> None:
-        """Delete a version's manifest (uncommitting it) and then its artifact.
-
-        Callers check first that no alias routes to it (``AliasStore.delete_version``).
-        The claim stays, so the number is never reused.
-        """
+    def write_tombstone(self, name: str, version: int, *, actor: str) -> None:
+        """Mark a committed version deleted: from now on nobody can route to it,
+        and warm containers stop serving it (ManifestCache). The first step of a
+        deletion (``AliasStore.delete_version``)."""
         self.get_manifest(name, version)
-        prefix = version_prefix(name, version)
-        for leaf in ("manifest.json", "model.onnx"):
-            self.s3.delete_object(Bucket=self.bucket, Key=prefix + leaf)
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=layout.tombstone_key(name, version),
+            Body=json.dumps(
+                {"deleted_at": iso_timestamp(self._clock()), "actor": actor}
+            ).encode(),
+            ContentType="application/json",
+        )
+
+    def remove_tombstone(self, name: str, version: int) -> None:
+        """Undo ``write_tombstone`` for a deletion that was refused."""
+        self.s3.delete_object(
+            Bucket=self.bucket, Key=layout.tombstone_key(name, version)
+        )
+
+    def remove_version(self, name: str, version: int) -> None:
+        """Delete a tombstoned version's manifest and artifact. The claim and the
+        tombstone stay, so the number is never reused."""
+        for key in (
+            layout.manifest_key(name, version),
+            layout.artifact_key(name, version),
+        ):
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
 
     # -- reading ---------------------------------------------------------------
 
@@ -198,43 +195,56 @@ class Registry:
         return names
 
     def _claimed_versions(self, name: str) -> list[int]:
-        folders = self._subfolders(f"{MODELS_PREFIX}{name}/versions/")
+        folders = self._subfolders(layout.versions_prefix(name))
         return [int(folder) for folder in folders if folder.isdigit()]
 
     def list_versions(self, name: str) -> list[int]:
-        """Committed versions of ``name``, ascending; empty if there are none."""
+        """Committed versions of ``name`` that are not deleted, ascending; empty if
+        there are none."""
         validate_model_name(name)
-        prefix = f"{MODELS_PREFIX}{name}/versions/"
-        versions = []
+        prefix = layout.versions_prefix(name)
+        leaves: dict[str, set[str]] = {}
         for key in self._keys(prefix):
             folder, _, leaf = key[len(prefix) :].partition("/")
-            if leaf == "manifest.json" and folder.isdigit():
-                versions.append(int(folder))
-        return sorted(versions)
+            leaves.setdefault(folder, set()).add(leaf)
+        return sorted(
+            int(folder)
+            for folder, names in leaves.items()
+            if folder.isdigit() and _is_live(names)
+        )
+
+    def is_live(self, name: str, version: int) -> bool:
+        """True while the version is committed and not deleted (one LIST call)."""
+        prefix = layout.version_prefix(name, version)
+        return _is_live({key[len(prefix) :] for key in self._keys(prefix)})
 
     def list_models(self) -> list[str]:
         """Names of the models with at least one committed version, sorted."""
         return sorted(
-            name for name in self._subfolders(MODELS_PREFIX) if self.list_versions(name)
+            name
+            for name in self._subfolders(layout.MODELS_PREFIX)
+            if self.list_versions(name)
         )
 
     def get_manifest(self, name: str, version: int) -> Manifest:
-        """The manifest of a committed version, else VersionNotFoundError.
-
-        ModelNotFoundError when the model has no version at all.
-        """
+        """The manifest of a committed version, else VersionNotFoundError (also
+        for a deleted one). ModelNotFoundError when the model has no version at
+        all; ModelIntegrityError when the manifest is corrupt."""
         validate_model_name(name)
         try:
             response = self.s3.get_object(
-                Bucket=self.bucket, Key=version_prefix(name, version) + "manifest.json"
+                Bucket=self.bucket, Key=layout.manifest_key(name, version)
             )
         except ClientError as error:
             if not is_missing(error):
                 raise
+            response = None
+        tombstone = layout.tombstone_key(name, version)
+        if response is None or self.documents.etag(tombstone) is not None:
             if not self.list_versions(name):
                 raise ModelNotFoundError(name) from None
             raise VersionNotFoundError(name, version) from None
-        return Manifest.from_dict(json.loads(response["Body"].read()))
+        return read_manifest(name, version, response["Body"].read())
 
     def latest_manifest(self, name: str) -> Manifest:
         versions = self.list_versions(name)
@@ -247,13 +257,82 @@ class Registry:
         try:
             response = self.s3.get_object(
                 Bucket=self.bucket,
-                Key=version_prefix(manifest.name, manifest.version) + "model.onnx",
+                Key=layout.artifact_key(manifest.name, manifest.version),
             )
         except ClientError as error:
             if is_missing(error):
                 raise VersionNotFoundError(manifest.name, manifest.version) from None
             raise
         return response["Body"].read()
+
+
+class ManifestCache:
+    """A warm container's copy of the manifests it has read, for serving.
+
+    A manifest never changes, but its version can be deleted: a copy is trusted
+    for ``ttl_seconds`` (by ``clock``), then revalidated with one LIST of the
+    version's keys. A version deleted (or tombstoned) meanwhile is dropped, and
+    from then on not found, as ``Registry.list_versions`` says.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        ttl_seconds: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[tuple[str, int], tuple[Manifest, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, version: int) -> Manifest:
+        """The version's manifest; the errors of ``Registry.get_manifest``."""
+        key = (name, version)
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and now - entry[1] < self._ttl:
+            return entry[0]
+        if entry is not None and self.registry.is_live(name, version):
+            manifest = entry[0]
+        else:
+            with self._lock:
+                self._entries.pop(key, None)
+            manifest = self.registry.get_manifest(name, version)
+        with self._lock:
+            self._entries[key] = (manifest, now)
+        return manifest
+
+
+def _is_live(leaves: set[str]) -> bool:
+    return layout.MANIFEST in leaves and layout.TOMBSTONE not in leaves
+
+
+def read_manifest(name: str, version: int, stored: bytes) -> Manifest:
+    """The manifest in ``stored``; ModelIntegrityError when it is not valid JSON,
+    lacks a field, has one of the wrong type, or describes another version."""
+
+    def corrupt(reason: str) -> ModelIntegrityError:
+        return ModelIntegrityError(name, version, f"manifest.json {reason}")
+
+    try:
+        data = json.loads(stored)
+    except (ValueError, RecursionError):
+        raise corrupt("is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise corrupt("is not a JSON object")
+    try:
+        manifest = Manifest.from_dict(data)
+    except KeyError as error:
+        raise corrupt(f"has no {error} field") from None
+    except (TypeError, ValueError, AttributeError):
+        raise corrupt("has a field of the wrong type") from None
+    if (manifest.name, manifest.version) != (name, version):
+        raise corrupt(f"describes version {manifest.version} of {manifest.name!r}")
+    return manifest
 
 
 def _base64_sha256(data: bytes) -> str:

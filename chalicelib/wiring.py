@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.aliases import AliasCache
 from chalicelib.config import Settings
-from chalicelib.models import ModelCache
+from chalicelib.models import ArtifactFiles, ModelCache
 from chalicelib.observe import Observer, Observers, PredictionLog
 from chalicelib.predict import Predictor
-from chalicelib.registry import Registry
+from chalicelib.registry import ManifestCache, Registry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -118,11 +118,16 @@ class Container:
                 settings.alias_cache_seconds,
                 clock=self.clock,
             ),
+            ManifestCache(registry, settings.manifest_cache_seconds, clock=self.clock),
             ModelCache(
                 registry.fetch_artifact,
-                settings.model_cache_dir,
+                ArtifactFiles(
+                    settings.model_cache_dir, settings.model_file_cache_bytes
+                ),
                 settings.session_cache_bytes,
                 threads=settings.session_threads,
+                failure_seconds=settings.integrity_failure_seconds,
+                clock=self.clock,
             ),
             default_alias=settings.default_alias,
             draw=self.rng.random,

@@ -13,6 +13,7 @@ import pytest
 from moto import mock_aws
 
 from chalicelib.aliases import AliasStore
+from chalicelib.models import ArtifactFiles
 from chalicelib.registry import Registry
 
 if TYPE_CHECKING:
@@ -48,6 +49,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def model_bytes(filename: str) -> bytes:
     """A demo model from models/ (iris-v1.onnx, iris-v2.onnx, diabetes.onnx)."""
     return (MODELS / filename).read_bytes()
+
+
+def artifact_files(directory: Path, max_bytes: int = 10**9) -> ArtifactFiles:
+    """A model file cache in ``directory`` (a test's tmp_path), bounded generously."""
+    return ArtifactFiles(str(directory), max_bytes)
 
 
 @pytest.fixture

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from chalicelib.aliases import AliasCache, AliasStore, Revision, Shadow
+from chalicelib.aliases import AliasCache, AliasDocument, AliasStore, Revision, Shadow
 from chalicelib.errors import (
     AliasConflictError,
     AliasNotFoundError,
@@ -66,7 +67,7 @@ def test_setting_an_alias_records_a_revision(store: AliasStore) -> None:
     assert document.revision == 1
     assert document.weights == {1: 90, 2: 10}
     assert document.shadow == Shadow(3, 5)
-    assert document.history == (
+    assert store.history("iris", "prod") == (
         Revision(
             1, {1: 90, 2: 10}, Shadow(3, 5), "2026-03-01T12:01:00.000Z", "ann", "go"
         ),
@@ -111,7 +112,7 @@ def test_broken_rules_are_refused_and_change_nothing(
     store.set_routing("iris", "prod", {1: 100}, actor="ann")
     with pytest.raises(error):
         store.set_routing("iris", "prod", weights, shadow=shadow, actor="ann")
-    assert [r.revision for r in store.get("iris", "prod").history] == [1]
+    assert [r.revision for r in store.history("iris", "prod")] == [1]
 
 
 def test_an_alias_of_an_unknown_model_is_refused(store: AliasStore) -> None:
@@ -163,7 +164,7 @@ def test_concurrent_updates_never_lose_one(store: AliasStore) -> None:
     assert failures == []
     assert len(landed) + len(conflicts) == threads
     assert landed
-    history = store.get("iris", "prod").history
+    history = store.history("iris", "prod")
     assert [(r.revision, r.actor) for r in history] == [(1, "setup"), *sorted(landed)]
     assert [r.revision for r in history] == list(range(1, len(landed) + 2))
     for revision in history[1:]:  # each landed revision holds its own routing
@@ -203,7 +204,7 @@ def test_the_history_keeps_time_actor_and_reason(store: AliasStore) -> None:
     store.set_routing("iris", "prod", {1: 100}, actor="ann", reason="launch")
     store.set_routing("iris", "prod", {1: 90, 2: 10}, actor="bob", reason="canary")
     store.promote("iris", "prod", 2, actor="cy")
-    history = store.get("iris", "prod").history
+    history = store.history("iris", "prod")
     assert [(r.revision, r.updated_at, r.actor, r.reason) for r in history] == [
         (1, "2026-03-01T12:01:00.000Z", "ann", "launch"),
         (2, "2026-03-01T12:02:00.000Z", "bob", "canary"),
@@ -231,12 +232,14 @@ def test_rollback_restores_the_previous_revision_as_a_new_one(
         3, {1: 90, 2: 10}, None, "2026-03-01T12:03:00.000Z", "cy",
         "rollback to revision 1",
     )  # fmt: skip
-    assert [r.revision for r in document.history] == [1, 2, 3]
-    assert document.history[1].shadow == Shadow(3, 5)  # the past stays as it was
+    assert [r.revision for r in store.history("iris", "prod")] == [1, 2, 3]
+    assert store.history("iris", "prod")[1].shadow == Shadow(
+        3, 5
+    )  # the past stays as it was
     again = store.rollback("iris", "prod", actor="cy", reason="undo")
     assert again.revision == 4
     assert (again.weights, again.shadow) == ({1: 50, 2: 50}, Shadow(3, 5))
-    assert again.history[2].revision == 3
+    assert store.history("iris", "prod")[2].revision == 3
     assert again.current.reason == "undo"
 
 
@@ -294,7 +297,8 @@ def test_an_unrouted_version_is_deleted_and_its_number_never_reused(
         iris.get_manifest("iris", 3)
     listing = s3.list_objects_v2(Bucket=MODEL_BUCKET, Prefix="models/iris/versions/3/")
     assert [item["Key"] for item in listing.get("Contents", [])] == [
-        "models/iris/versions/3/claim.json"
+        "models/iris/versions/3/claim.json",
+        "models/iris/versions/3/deleted.json",
     ]
     assert iris.register("iris", model_bytes("iris-v1.onnx")).version == 4
     with pytest.raises(VersionNotFoundError):
@@ -335,3 +339,145 @@ def test_the_cache_reports_a_missing_alias(s3: S3Client, iris: Registry) -> None
     cache = AliasCache(s3, MODEL_BUCKET, ttl_seconds=5, clock=lambda: 0.0)
     with pytest.raises(AliasNotFoundError):
         cache.get("iris", "prod")
+
+
+# -- heads and revision objects ----------------------------------------------------
+
+
+def stored_json(s3: S3Client, key: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(
+        s3.get_object(Bucket=MODEL_BUCKET, Key=key)["Body"].read()
+    )
+    return document
+
+
+def revision_keys(s3: S3Client, alias: str) -> list[str]:
+    prefix = f"models/iris/aliases/{alias}/revisions/"
+    listing = s3.list_objects_v2(Bucket=MODEL_BUCKET, Prefix=prefix)
+    return [item["Key"][len(prefix) :] for item in listing.get("Contents", [])]
+
+
+def test_the_head_holds_the_current_revision_only(iris: Registry, s3: S3Client) -> None:
+    suffixes = iter(f"s{index}" for index in range(100))
+    store = AliasStore(iris, clock=Clock(), suffix=lambda: next(suffixes))
+    for step in range(30):
+        store.set_routing("iris", "prod", {1: 100 - step, 2: step}, actor="rollout")
+    head = stored_json(s3, "models/iris/aliases/prod.json")
+    assert head == {
+        "name": "iris",
+        "alias": "prod",
+        "revision": 30,
+        "weights": {"1": 71, "2": 29},
+        "shadow": None,
+        "updated_at": "2026-03-01T12:30:00.000Z",
+        "actor": "rollout",
+        "reason": "",
+        "revision_id": "00000030-s29",
+        "fence": 0,
+    }
+    assert revision_keys(s3, "prod") == [
+        f"{revision:08d}-s{revision - 1}.json" for revision in range(1, 31)
+    ]
+    assert stored_json(s3, "models/iris/aliases/prod/revisions/00000002-s1.json") == {
+        "revision": 2,
+        "weights": {"1": 99, "2": 1},
+        "shadow": None,
+        "updated_at": "2026-03-01T12:02:00.000Z",
+        "actor": "rollout",
+        "reason": "",
+        "previous": "00000001-s0",
+    }
+    assert [r.revision for r in store.history("iris", "prod")] == list(range(1, 31))
+    assert [d.alias for d in store.list_aliases("iris")] == ["prod"]
+
+
+class PausingStore(AliasStore):
+    """An alias store that runs ``meanwhile`` once, after checking a change and
+    before writing its head: the window a concurrent operator can fall into."""
+
+    def __init__(self, registry: Registry, meanwhile: Callable[[], object]) -> None:
+        super().__init__(registry, clock=Clock())
+        self._meanwhile: Callable[[], object] | None = meanwhile
+
+    def _before_head_write(self, document: AliasDocument) -> None:
+        if self._meanwhile is not None:
+            meanwhile, self._meanwhile = self._meanwhile, None
+            meanwhile()
+
+
+def test_a_writer_that_loses_the_head_leaves_no_trace_in_the_history(
+    store: AliasStore, iris: Registry
+) -> None:
+    store.set_routing("iris", "prod", {1: 100}, actor="ann")
+    pausing = PausingStore(
+        iris, lambda: store.set_routing("iris", "prod", {2: 100}, actor="bob")
+    )
+    with pytest.raises(AliasConflictError) as caught:
+        pausing.set_routing("iris", "prod", {3: 100}, actor="cy")
+    assert caught.value.revision == 2
+    history = store.history("iris", "prod")
+    assert [(r.revision, r.actor) for r in history] == [(1, "ann"), (2, "bob")]
+    rolled_back = store.rollback("iris", "prod", actor="dee")
+    assert (rolled_back.revision, rolled_back.weights) == (3, {1: 100})
+
+
+def test_a_delete_inside_an_alias_change_window_wins(
+    store: AliasStore, iris: Registry
+) -> None:
+    store.set_routing("iris", "prod", {1: 100}, actor="ann")
+    pausing = PausingStore(iris, lambda: store.delete_version("iris", 3))
+    with pytest.raises(AliasConflictError):
+        pausing.set_routing("iris", "prod", {3: 100}, actor="bob")
+    assert iris.list_versions("iris") == [1, 2]
+    assert store.get("iris", "prod").weights == {1: 100}
+    with pytest.raises(VersionNotFoundError) as retried:
+        pausing.set_routing("iris", "prod", {3: 100}, actor="bob")
+    assert str(retried.value) == "model 'iris' has no version 3"
+
+
+def test_a_delete_inside_a_new_alias_window_removes_the_alias(
+    store: AliasStore, iris: Registry, s3: S3Client
+) -> None:
+    pausing = PausingStore(iris, lambda: store.delete_version("iris", 3))
+    with pytest.raises(VersionNotFoundError):
+        pausing.set_routing("iris", "beta", {3: 100}, actor="bob")
+    assert iris.list_versions("iris") == [1, 2]
+    assert not alias_object_exists(s3, "beta")
+
+
+def test_an_alias_change_after_the_tombstone_is_refused(
+    store: AliasStore, iris: Registry
+) -> None:
+    store.set_routing("iris", "beta", {1: 100}, actor="ann")
+    refused: list[TurnoutError] = []
+
+    class RoutingDuringDelete(AliasStore):
+        """Tries to route beta to version 2 once the tombstone is written, when
+        the delete lists the aliases to fence them."""
+
+        listings = 0
+
+        def _alias_names(self, name: str) -> list[str]:
+            self.listings += 1
+            if self.listings == 2:
+                with pytest.raises(VersionNotFoundError) as caught:
+                    store.set_routing("iris", "beta", {2: 100}, actor="bob")
+                refused.append(caught.value)
+            return super()._alias_names(name)
+
+    RoutingDuringDelete(iris).delete_version("iris", 2)
+    assert [str(error) for error in refused] == ["model 'iris' has no version 2"]
+    assert iris.list_versions("iris") == [1, 3]
+    assert store.get("iris", "beta").weights == {1: 100}
+
+
+def test_a_tombstoned_version_is_gone_for_everyone(
+    store: AliasStore, iris: Registry
+) -> None:
+    iris.write_tombstone("iris", 3, actor="ann")  # a delete that stopped here
+    assert iris.list_versions("iris") == [1, 2]
+    assert not iris.is_live("iris", 3)
+    with pytest.raises(VersionNotFoundError):
+        iris.get_manifest("iris", 3)
+    with pytest.raises(VersionNotFoundError):
+        store.set_routing("iris", "prod", {3: 100}, actor="bob")

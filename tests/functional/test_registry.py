@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from chalicelib.aliases import AliasStore
 from chalicelib.errors import (
     InvalidLabelsError,
     InvalidModelError,
@@ -19,7 +20,7 @@ from chalicelib.errors import (
     TurnoutError,
     VersionNotFoundError,
 )
-from chalicelib.registry import Registry
+from chalicelib.registry import ManifestCache, Registry
 from chalicelib.version_manifest import Signature, TensorSpec
 from tests.conftest import MODEL_BUCKET, model_bytes
 
@@ -259,3 +260,39 @@ def test_a_model_with_only_a_crashed_registration_does_not_exist(
     with pytest.raises(ModelNotFoundError):
         registry.latest_manifest("iris")
     assert registry.register("iris", IRIS_V1).version == 2
+
+
+# -- a warm container's manifests --------------------------------------------------
+
+
+def test_a_warm_container_stops_serving_a_deleted_version_after_revalidating(
+    registry: Registry,
+) -> None:
+    for _ in range(2):
+        registry.register("iris", IRIS_V1)
+    now = [0.0]
+    manifests = ManifestCache(registry, ttl_seconds=5, clock=lambda: now[0])
+    first = manifests.get("iris", 2)
+    AliasStore(registry).delete_version("iris", 2)
+    now[0] = 4.9
+    assert manifests.get("iris", 2) is first  # trusted within the interval
+    now[0] = 5.0
+    with pytest.raises(VersionNotFoundError) as caught:
+        manifests.get("iris", 2)
+    assert str(caught.value) == "model 'iris' has no version 2"
+    assert manifests.get("iris", 1).version == 1
+
+
+def test_revalidating_a_live_version_keeps_the_copy(registry: Registry) -> None:
+    registry.register("iris", IRIS_V1)
+    now = [0.0]
+    manifests = ManifestCache(registry, ttl_seconds=5, clock=lambda: now[0])
+    first = manifests.get("iris", 1)
+    now[0] = 60.0
+    assert manifests.get("iris", 1) is first
+    registry.write_tombstone("iris", 1, actor="ann")  # a delete that stopped here
+    now[0] = 64.9
+    assert manifests.get("iris", 1) is first  # revalidated at 60
+    now[0] = 65.0
+    with pytest.raises(ModelNotFoundError):
+        manifests.get("iris", 1)

@@ -16,8 +16,10 @@ from scipy.stats import chisquare
 
 from chalicelib import wiring
 from chalicelib.aliases import AliasStore, Shadow
-from chalicelib.registry import version_prefix
+from chalicelib.layout import version_prefix
+from chalicelib.registry import Registry
 from chalicelib.traffic import choose_version
+from chalicelib.version_manifest import Manifest
 from tests.conftest import MODEL_BUCKET
 from tests.functional.rest_support import (
     IRIS_ROWS,
@@ -311,3 +313,94 @@ def test_an_alias_change_shows_after_the_cache_time(
 def test_the_dev_stage_caches_aliases_for_at_most_five_seconds(client: Client) -> None:
     infer(client)
     assert 0 < wiring.settings().alias_cache_seconds <= 5
+
+
+def test_a_version_of_thousands_of_digits_is_400(client: Client) -> None:
+    response = client.http.get(f"/v2/models/iris/versions/{'9' * 5000}/ready")
+    assert response.status_code == 400
+    assert response.json_body == {
+        "error": "invalid version name '99999999999999999999...': 5000 characters, "
+        "a version has at most 18 digits"
+    }
+
+
+def test_a_corrupt_manifest_is_503_for_that_version_only(
+    client: Client, s3: S3Client
+) -> None:
+    key = version_prefix("iris", 2) + "manifest.json"
+    stored = s3.get_object(Bucket=MODEL_BUCKET, Key=key)["Body"].read()
+    s3.put_object(Bucket=MODEL_BUCKET, Key=key, Body=stored[: len(stored) // 2])
+    expected = {
+        "error": "version 2 of 'iris' failed its integrity check: "
+        "manifest.json is not valid JSON"
+    }
+    for response in (
+        infer(client, "/v2/models/iris/versions/2/infer"),
+        client.http.get("/v2/models/iris/versions/2/ready"),
+        client.http.get("/v2/models/iris/versions/2"),
+    ):
+        assert (response.status_code, response.json_body) == (503, expected)
+    assert infer(client, "/v2/models/iris/versions/1/infer").status_code == 200
+    assert client.http.get("/v2/models/iris/versions/1").status_code == 200
+
+
+def test_a_signature_edited_in_the_manifest_is_503(
+    client: Client, s3: S3Client
+) -> None:
+    key = version_prefix("iris", 1) + "manifest.json"
+    stored = json.loads(s3.get_object(Bucket=MODEL_BUCKET, Key=key)["Body"].read())
+    stored["inputs"][0]["shape"] = [-1, 5]
+    s3.put_object(Bucket=MODEL_BUCKET, Key=key, Body=json.dumps(stored).encode())
+    five = post_json(
+        client,
+        "/v2/models/iris/versions/1/infer",
+        v2_request([[5.1, 3.5, 1.4, 0.2, 1.0]]),
+    )
+    assert (five.status_code, five.json_body) == (
+        503,
+        {
+            "error": "version 1 of 'iris' failed its integrity check: the "
+            "manifest's input 'float_input' FP32 [-1, 5] differs from the model's "
+            "'float_input' FP32 [-1, 4]"
+        },
+    )
+    assert infer(client, "/v2/models/iris/versions/2/infer").status_code == 200
+
+
+def test_a_deleted_version_stops_answering_where_it_is_no_longer_listed(
+    request: pytest.FixtureRequest, aliases: AliasStore
+) -> None:
+    for client in serving_client(request, manifest_cache_seconds=0):
+        aliases.set_routing("iris", "prod", {1: 100}, actor="tests")
+        assert infer(client, "/v2/models/iris/versions/2/infer").status_code == 200
+        aliases.delete_version("iris", 2)
+        listed = client.http.get("/v2/models/iris")
+        assert listed.json_body["versions"] == ["1"]
+        for response in (
+            infer(client, "/v2/models/iris/versions/2/infer"),
+            client.http.get("/v2/models/iris/versions/2"),
+            client.http.get("/v2/models/iris/versions/2/ready"),
+        ):
+            assert (response.status_code, response.json_body) == (
+                404,
+                {"error": "model 'iris' has no version 2"},
+            )
+
+
+def test_a_tampered_version_is_not_downloaded_again_for_each_request(
+    client: Client, s3: S3Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tamper(s3, "iris", 2)
+    fetched: list[int] = []
+    fetch = Registry.fetch_artifact
+
+    def counting(self: Registry, manifest: Manifest) -> bytes:
+        fetched.append(manifest.version)
+        return fetch(self, manifest)
+
+    monkeypatch.setattr(Registry, "fetch_artifact", counting)
+    for _ in range(3):
+        response = infer(client, "/v2/models/iris/versions/2/infer")
+        assert response.status_code == 503
+    assert infer(client, "/v2/models/iris/versions/1/infer").status_code == 200
+    assert fetched == [2, 1]

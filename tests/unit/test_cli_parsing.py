@@ -143,10 +143,8 @@ def test_an_alias_for_people() -> None:
     document = AliasDocument(
         "iris",
         "prod",
-        (
-            Revision(1, {1: 100}, None, "t1", "ann", ""),
-            Revision(2, {1: 2, 2: 1}, Shadow(3, 5), "t2", "bob", "canary"),
-        ),
+        Revision(2, {1: 2, 2: 1}, Shadow(3, 5), "t2", "bob", "canary"),
+        revision_id="00000002-5f2a",
     )
     assert alias_lines(document) == [
         "iris@prod revision 2",

@@ -122,3 +122,13 @@ def test_is_version_tells_numbers_from_aliases() -> None:
     assert not is_version("prod")
     assert not is_version("v2")
     assert not is_version("\u0661")
+
+
+def test_a_version_too_long_for_int_is_refused_without_parsing_it() -> None:
+    # Python refuses to convert more than 4,300 digits (a ValueError, not ours).
+    with pytest.raises(InvalidNameError) as caught:
+        parse_version("9" * 5000)
+    assert str(caught.value) == (
+        "invalid version name '99999999999999999999...': 5000 characters, "
+        "a version has at most 18 digits"
+    )
