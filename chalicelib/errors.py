@@ -198,3 +198,18 @@ class BatchTimeLimitError(BatchFileError):
         self.done = done
         self.size = size
         self.rows = rows
+
+
+class BatchStartedTooLateError(TurnoutError):
+    """The time limit came before the job read any of its file (a slow model load,
+    or a function with almost no time left): nothing was tried, so a later
+    delivery may well succeed."""
+
+    def __init__(self, seconds: float, seconds_at_start: float) -> None:
+        super().__init__(
+            f"the function's time limit came before the file was read: {seconds:.1f}"
+            f" s after the job started with {seconds_at_start:.1f} s left; retry it, "
+            "or give the function a longer timeout"
+        )
+        self.seconds = seconds
+        self.seconds_at_start = seconds_at_start

@@ -287,9 +287,9 @@ class RecordSplitter:
         if b'"' not in block:
             return ends[:0] if self._in_quotes else ends
         parity = np.cumsum(buffer == _QUOTE, dtype=np.uint8)
-        outside = (parity[ends] & 1) == int(self._in_quotes)
+        outside: np.ndarray = (parity[ends] & 1) == int(self._in_quotes)
         self._in_quotes ^= bool(parity[-1] & 1)
-        return ends[outside]
+        return np.asarray(ends[outside])
 
     def _keep(self, data: bytes) -> None:
         """Hold ``data`` as (the start of) the unfinished record, within bounds."""
