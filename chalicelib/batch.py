@@ -47,7 +47,9 @@ from chalicelib import tabular
 from chalicelib.config import INCOMING_PREFIX, OUTGOING_PREFIX, Settings
 from chalicelib.errors import (
     BatchFileError,
+    BatchJobNotFoundError,
     BatchKeyError,
+    BatchRetryRefusedError,
     BatchStartedTooLateError,
     BatchTimeLimitError,
     NotFoundError,
@@ -79,6 +81,8 @@ OUTGOING = OUTGOING_PREFIX
 MANIFEST_FORMAT = 1
 
 RUNNING, SUCCEEDED, PARTIAL, FAILED = "running", "succeeded", "partial", "failed"
+# Not a status a job writes: what a reader calls a running job whose claim expired.
+DEAD = "dead"
 FORMATS = {".csv": tabular.CSV, ".jsonl": tabular.JSONL, ".ndjson": tabular.JSONL}
 CONTENT_TYPES = {tabular.CSV: "text/csv", tabular.JSONL: "application/x-ndjson"}
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -159,17 +163,84 @@ def skip_reason(
     found; None when it should (new object, stale claim, retryable failure)."""
     if existing is None or existing.get("input", {}).get("etag") != etag:
         return None
-    status = existing.get("status")
+    status = job_state(existing, now)
     if status == RUNNING:
-        expires = existing.get("claim", {}).get("expires_at", "")
-        if expires > iso_timestamp(now):
-            return f"another delivery is processing it (until {expires})"
-        return None
+        return f"another delivery is processing it (until {claim_expiry(existing)})"
     if status in (SUCCEEDED, PARTIAL):
         return f"already {status}"
     if status == FAILED and not existing.get("retryable", False):
         return "already failed, for a reason a retry would not change"
     return None
+
+
+def claim_expiry(document: dict[str, Any]) -> str:
+    """When a running job's claim expires (an ISO timestamp; '' when unknown)."""
+    expires: str = document.get("claim", {}).get("expires_at", "")
+    return expires
+
+
+def job_state(document: dict[str, Any], now: datetime) -> str:
+    """The manifest's status, or DEAD for a running job whose claim has expired:
+    the function stopped (killed, out of memory) without writing its end."""
+    status: str = document.get("status", "")
+    if status == RUNNING and claim_expiry(document) <= iso_timestamp(now):
+        return DEAD
+    return status
+
+
+def retry_job(s3: S3Client, bucket: str, key: str, *, now: datetime) -> dict[str, Any]:
+    """Run the job of the file at ``key`` again, without uploading it again.
+
+    The file is copied onto itself with new metadata: S3 sends a new event to the
+    batch function, which runs where and as every job runs (its memory, timeout,
+    role and logs), and finds the job dead or retryably failed so takes it over.
+    The copy is conditional on the ETag in the manifest, so a retry never runs a
+    file other than the one that failed. Returns the manifest as it was.
+    BatchJobNotFoundError without a manifest; BatchRetryRefusedError when the job
+    is live, done, or failed for a reason a retry would not change.
+    """
+    document = Ledger(s3, bucket, outputs_base(key) + ".manifest.json").read()
+    if document is None:
+        raise BatchJobNotFoundError(key)
+    state = job_state(document, now)
+    if state == RUNNING:
+        raise BatchRetryRefusedError(
+            key, f"it is running (its claim holds until {claim_expiry(document)})"
+        )
+    if state in (SUCCEEDED, PARTIAL):
+        raise BatchRetryRefusedError(
+            key, f"it already {state}: upload the rows to predict as a new file"
+        )
+    if state == FAILED and not document.get("retryable", False):
+        raise BatchRetryRefusedError(
+            key,
+            f"it failed for a reason a retry would not change ({document.get('error')})"
+            ": fix the file and upload it again",
+        )
+    etag = document.get("input", {}).get("etag", "")
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key, IfMatch=etag)
+        s3.copy_object(
+            Bucket=bucket,
+            Key=key,
+            CopySource={"Bucket": bucket, "Key": key},
+            CopySourceIfMatch=etag,
+            MetadataDirective="REPLACE",
+            Metadata={
+                **head.get("Metadata", {}),
+                "turnout-retry-of": document["run_id"],
+            },
+            ContentType=head.get("ContentType", "binary/octet-stream"),
+        )
+    except ClientError as error:
+        if is_missing(error):
+            raise BatchRetryRefusedError(key, "the file is gone") from None
+        if is_precondition_failure(error):
+            raise BatchRetryRefusedError(
+                key, "the file was replaced since; the new upload has its own job"
+            ) from None
+        raise
+    return document
 
 
 class Ledger:

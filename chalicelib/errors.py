@@ -213,3 +213,20 @@ class BatchStartedTooLateError(TurnoutError):
         )
         self.seconds = seconds
         self.seconds_at_start = seconds_at_start
+
+
+class BatchJobNotFoundError(NotFoundError):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"no batch job for {key!r}: its manifest does not exist (is the key the "
+            "uploaded file's, under incoming/?)"
+        )
+        self.key = key
+
+
+class BatchRetryRefusedError(TurnoutError):
+    """A retry that would not help: the job is live, done, or failed for good."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"not retrying {key}: {reason}")
+        self.key = key

@@ -22,9 +22,12 @@ import onnxruntime
 import pytest
 from chalice.local import LambdaContext
 from chalice.test import Client
+from click.testing import CliRunner, Result
 
 from app import app
 from chalicelib import batch, wiring
+from chalicelib import cli as cli_module
+from chalicelib.cli import cli
 from chalicelib.config import Settings
 from chalicelib.models import open_session
 from chalicelib.predict import Predictor
@@ -1003,3 +1006,155 @@ def test_a_job_whose_claim_was_taken_over_writes_nothing_and_says_so(
     assert manifest["run_id"] == other[0]["manifest"]["run_id"]
     assert wired.output(key) == expected_csv(1, rows)
     assert wired.uploads_in_progress() == []
+
+
+# -- following and re-running jobs: turnout batch status / retry --------------------
+
+
+@pytest.fixture
+def turnout(batch_app: Batch, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``turnout(*args)``: the CLI's batch commands on the moto batch bucket."""
+    monkeypatch.setattr(cli_module, "s3_client", lambda endpoint_url: batch_app.s3)
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, [*args, "--batch-bucket", BATCH_BUCKET])
+
+    return run
+
+
+def claim_manifest(batch_app: Batch, key: str, etag: str, expires_in: float) -> None:
+    """A running job's manifest whose claim expires ``expires_in`` s from now."""
+    expires = iso_timestamp(utc_now() + timedelta(seconds=expires_in))
+    document = {
+        "status": "running",
+        "model": "iris",
+        "alias": None,
+        "version": 1,
+        "rows": {"read": 0, "predicted": 0, "rejected": 0},
+        "input": {"etag": etag},
+        "run_id": "r1",
+        "started_at": "2026-01-01T12:00:00.000Z",
+        "claim": {"run_id": "r1", "expires_at": expires},
+    }
+    batch_app.s3.put_object(
+        Bucket=BATCH_BUCKET,
+        Key=batch_app.base(key) + ".manifest.json",
+        Body=json.dumps(document),
+    )
+
+
+def test_a_dead_job_says_so_and_is_retried_without_uploading_again(
+    batch_app: Batch, turnout: Any
+) -> None:
+    key = "incoming/iris@1/killed.csv"
+    rows = iris_rows(7)
+    etag = batch_app.upload(key, csv_text(rows))
+    claim_manifest(batch_app, key, etag, expires_in=-1)
+    expires = batch_app.manifest(key)["claim"]["expires_at"]
+
+    status = turnout("batch", "status", key)
+    assert (status.exit_code, status.stdout) == (
+        5,
+        f"{key}: dead\n"
+        "  model     iris (1)\n"
+        "  rows      0 read, 0 predicted, 0 rejected\n"
+        "  run       r1 started 2026-01-01T12:00:00.000Z\n"
+        f"  claim     expired at {expires} without a final manifest: the function "
+        "stopped (out of memory, or killed)\n"
+        f"  next      turnout batch retry {key}   (if it dies again, split the file "
+        "or give the function more memory)\n",
+    )
+
+    retry = turnout("batch", "retry", key)
+    assert (retry.exit_code, retry.stdout) == (
+        0,
+        f"retrying {key}: the file was copied onto itself, so S3 sends the batch "
+        f"function a new event\nfollow it with: turnout batch status {key}\n",
+    )
+    head = batch_app.head(key)
+    assert head["ETag"] == etag and head["Metadata"] == {"turnout-retry-of": "r1"}
+    assert batch_app.deliver(key)["action"] == "processed"  # the copy's event
+    assert batch_app.output(key) == expected_csv(1, rows)
+    done = turnout("batch", "status", key)
+    assert done.exit_code == 0 and done.stdout.startswith(f"{key}: succeeded\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "state", "exit_code"),
+    [
+        (csv_text(iris_rows(2)), "succeeded", 0),
+        (csv_text(iris_rows(2)) + "x,1,2,3,bad\n", "partial", 3),
+        ("a,b\n1,2\n", "failed", 4),
+    ],
+)
+def test_batch_status_tells_the_state_by_its_exit_code(
+    batch_app: Batch, turnout: Any, body: str, state: str, exit_code: int
+) -> None:
+    key = f"incoming/iris@1/{state}.csv"
+    batch_app.run(key, body)
+    result = turnout("batch", "status", key)
+    assert result.exit_code == exit_code
+    assert result.stdout.startswith(f"{key}: {state}\n")
+    document = json.loads(
+        CliRunner()
+        .invoke(cli, ["--json", "batch", "status", key, "--batch-bucket", BATCH_BUCKET])
+        .stdout
+    )
+    assert document == {"key": key, "state": state, "manifest": batch_app.manifest(key)}
+
+
+@pytest.mark.parametrize(
+    ("setup", "error", "exit_code"),
+    [
+        (
+            "none",
+            "no batch job for {key!r}: its manifest does not exist (is the key "
+            "the uploaded file's, under incoming/?)",
+            1,
+        ),
+        (
+            "live",
+            "not retrying {key}: it is running (its claim holds until {expires})",
+            1,
+        ),
+        (
+            "done",
+            "not retrying {key}: it already succeeded: upload the rows to "
+            "predict as a new file",
+            1,
+        ),
+        (
+            "bad",
+            "not retrying {key}: it failed for a reason a retry would not change "
+            "(the file is empty: a CSV file starts with a header line): fix the file "
+            "and upload it again",
+            1,
+        ),
+        (
+            "replaced",
+            "not retrying {key}: the file was replaced since; the new "
+            "upload has its own job",
+            1,
+        ),
+    ],
+)
+def test_batch_retry_refuses_what_a_retry_would_not_change(
+    batch_app: Batch, turnout: Any, setup: str, error: str, exit_code: int
+) -> None:
+    key = f"incoming/iris@1/{setup}.csv"
+    etag = batch_app.upload(key, "" if setup == "bad" else csv_text(iris_rows(2)))
+    if setup == "live":
+        claim_manifest(batch_app, key, etag, expires_in=300)
+    elif setup == "replaced":
+        claim_manifest(batch_app, key, etag, expires_in=-1)
+        batch_app.upload(key, csv_text(iris_rows(3)))
+    elif setup != "none":
+        batch_app.deliver(key)
+    expires = (
+        batch_app.manifest(key).get("claim", {}).get("expires_at")
+        if setup != "none"
+        else None
+    )
+    result = turnout("batch", "retry", key)
+    assert result.exit_code == exit_code
+    assert result.stderr == "error: " + error.format(key=key, expires=expires) + "\n"
