@@ -20,7 +20,9 @@ same ETag again is answered from the manifest, a new one is processed afresh.
 The file is streamed: a reader thread fetches and decompresses blocks, the caller's
 thread parses, predicts and formats chunks of rows, and an uploader thread sends
 output parts as they fill. ``.out`` becomes visible only when its multipart upload
-completes, after the last row; a failure aborts the upload instead.
+completes, after the last row; a failure aborts the upload instead. Every write to
+an output is conditional on the object as the job last saw it, just after checking
+its claim: a job superseded in between fails the condition and ends quietly.
 """
 
 from __future__ import annotations
@@ -43,9 +45,13 @@ from botocore.exceptions import ClientError
 
 from chalicelib import tabular
 from chalicelib.config import INCOMING_PREFIX, OUTGOING_PREFIX, Settings
+from chalicelib.documents import error_code, is_missing, is_precondition_failure
 from chalicelib.errors import (
     BatchFileError,
+    BatchJobNotFoundError,
     BatchKeyError,
+    BatchRetryRefusedError,
+    BatchStartedTooLateError,
     BatchTimeLimitError,
     NotFoundError,
     SourceChangedError,
@@ -58,12 +64,7 @@ from chalicelib.names import (
     validate_model_name,
 )
 from chalicelib.predict import Predictor, Target
-from chalicelib.registry import (
-    is_missing,
-    is_precondition_failure,
-    iso_timestamp,
-    utc_now,
-)
+from chalicelib.registry import iso_timestamp, utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -75,6 +76,8 @@ OUTGOING = OUTGOING_PREFIX
 MANIFEST_FORMAT = 1
 
 RUNNING, SUCCEEDED, PARTIAL, FAILED = "running", "succeeded", "partial", "failed"
+# Not a status a job writes: what a reader calls a running job whose claim expired.
+DEAD = "dead"
 FORMATS = {".csv": tabular.CSV, ".jsonl": tabular.JSONL, ".ndjson": tabular.JSONL}
 CONTENT_TYPES = {tabular.CSV: "text/csv", tabular.JSONL: "application/x-ndjson"}
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -155,17 +158,84 @@ def skip_reason(
     found; None when it should (new object, stale claim, retryable failure)."""
     if existing is None or existing.get("input", {}).get("etag") != etag:
         return None
-    status = existing.get("status")
+    status = job_state(existing, now)
     if status == RUNNING:
-        expires = existing.get("claim", {}).get("expires_at", "")
-        if expires > iso_timestamp(now):
-            return f"another delivery is processing it (until {expires})"
-        return None
+        return f"another delivery is processing it (until {claim_expiry(existing)})"
     if status in (SUCCEEDED, PARTIAL):
         return f"already {status}"
     if status == FAILED and not existing.get("retryable", False):
         return "already failed, for a reason a retry would not change"
     return None
+
+
+def claim_expiry(document: dict[str, Any]) -> str:
+    """When a running job's claim expires (an ISO timestamp; '' when unknown)."""
+    expires: str = document.get("claim", {}).get("expires_at", "")
+    return expires
+
+
+def job_state(document: dict[str, Any], now: datetime) -> str:
+    """The manifest's status, or DEAD for a running job whose claim has expired:
+    the function stopped (killed, out of memory) without writing its end."""
+    status: str = document.get("status", "")
+    if status == RUNNING and claim_expiry(document) <= iso_timestamp(now):
+        return DEAD
+    return status
+
+
+def retry_job(s3: S3Client, bucket: str, key: str, *, now: datetime) -> dict[str, Any]:
+    """Run the job of the file at ``key`` again, without uploading it again.
+
+    The file is copied onto itself with new metadata: S3 sends a new event to the
+    batch function, which runs where and as every job runs (its memory, timeout,
+    role and logs), and finds the job dead or retryably failed so takes it over.
+    The copy is conditional on the ETag in the manifest, so a retry never runs a
+    file other than the one that failed. Returns the manifest as it was.
+    BatchJobNotFoundError without a manifest; BatchRetryRefusedError when the job
+    is live, done, or failed for a reason a retry would not change.
+    """
+    document = Ledger(s3, bucket, outputs_base(key) + ".manifest.json").read()
+    if document is None:
+        raise BatchJobNotFoundError(key)
+    state = job_state(document, now)
+    if state == RUNNING:
+        raise BatchRetryRefusedError(
+            key, f"it is running (its claim holds until {claim_expiry(document)})"
+        )
+    if state in (SUCCEEDED, PARTIAL):
+        raise BatchRetryRefusedError(
+            key, f"it already {state}: upload the rows to predict as a new file"
+        )
+    if state == FAILED and not document.get("retryable", False):
+        raise BatchRetryRefusedError(
+            key,
+            f"it failed for a reason a retry would not change ({document.get('error')})"
+            ": fix the file and upload it again",
+        )
+    etag = document.get("input", {}).get("etag", "")
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key, IfMatch=etag)
+        s3.copy_object(
+            Bucket=bucket,
+            Key=key,
+            CopySource={"Bucket": bucket, "Key": key},
+            CopySourceIfMatch=etag,
+            MetadataDirective="REPLACE",
+            Metadata={
+                **head.get("Metadata", {}),
+                "turnout-retry-of": document["run_id"],
+            },
+            ContentType=head.get("ContentType", "binary/octet-stream"),
+        )
+    except ClientError as error:
+        if is_missing(error):
+            raise BatchRetryRefusedError(key, "the file is gone") from None
+        if is_precondition_failure(error):
+            raise BatchRetryRefusedError(
+                key, "the file was replaced since; the new upload has its own job"
+            ) from None
+        raise
+    return document
 
 
 class Ledger:
@@ -286,7 +356,8 @@ class SourceStream:
 
     The GET is conditional on ``etag``: a replaced object raises
     SourceChangedError rather than mixing two uploads. ``bytes_read`` counts the
-    stored (compressed) bytes consumed so far.
+    stored (compressed) bytes consumed so far. ``check_time`` is called wherever
+    decompression can loop without producing a block (empty gzip members).
     """
 
     def __init__(
@@ -298,12 +369,14 @@ class SourceStream:
         *,
         block_bytes: int,
         compressed: bool,
+        check_time: Callable[[], None],
     ) -> None:
         self._request = {"Bucket": bucket, "Key": key, "IfMatch": etag}
         self._s3 = s3
         self._key = key
         self._block = block_bytes
         self._compressed = compressed
+        self._check_time = check_time
         self.bytes_read = 0
 
     def blocks(self) -> Iterator[bytes]:
@@ -314,40 +387,48 @@ class SourceStream:
                 raise SourceChangedError(self._key) from None
             raise
         body = response["Body"]
-        inflate = _Gunzip(self._block) if self._compressed else None
+        inflate = _Gunzip(self._block, self._check_time) if self._compressed else None
         while raw := body.read(self._block):
             self.bytes_read += len(raw)
-            yield from inflate.feed(raw) if inflate else [raw]
+            if inflate:
+                yield from inflate.feed(raw)
+            else:
+                yield raw
         if inflate:
             inflate.finish()
 
 
 class _Gunzip:
-    """Incremental gzip decompression (members one after another), each output
-    block at most ``limit`` bytes so that memory stays bounded."""
+    """Incremental gzip decompression (members one after another).
 
-    def __init__(self, limit: int) -> None:
+    Each step inflates at most ``limit`` bytes and hands them on before the next
+    one, so memory stays flat whatever the compression ratio; ``check_time`` runs
+    before every step, productive or not.
+    """
+
+    def __init__(self, limit: int, check_time: Callable[[], None]) -> None:
         self._limit = limit
+        self._check_time = check_time
         self._inflater = zlib.decompressobj(wbits=31)
         self._inside_member = False
 
-    def feed(self, data: bytes) -> list[bytes]:
-        blocks: list[bytes] = []
-        try:
-            while data:
-                self._inside_member = True
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The decompressed blocks of ``data``, one at a time."""
+        while data:
+            self._check_time()
+            self._inside_member = True
+            try:
                 block = self._inflater.decompress(data, self._limit)
-                if block:
-                    blocks.append(block)
-                if self._inflater.eof:
-                    self._inside_member = False
-                    data = self._inflater.unused_data
-                    self._inflater = zlib.decompressobj(wbits=31)
-                else:
-                    data = self._inflater.unconsumed_tail
-        except zlib.error as error:
-            raise BatchFileError(f"not a valid gzip file: {error}") from None
-        return blocks
+            except zlib.error as error:
+                raise BatchFileError(f"not a valid gzip file: {error}") from None
+            if block:
+                yield block
+            if self._inflater.eof:
+                self._inside_member = False
+                data = self._inflater.unused_data
+                self._inflater = zlib.decompressobj(wbits=31)
+            else:
+                data = self._inflater.unconsumed_tail
 
     def finish(self) -> None:
         if self._inside_member:
@@ -359,7 +440,7 @@ class _Gunzip:
 
 class StreamingUpload:
     """An S3 object written in parts by a background thread, visible only once
-    ``commit`` completes it: a single PutObject when it fits in one part, else a
+    ``publish`` completes it: a single PutObject when it fits in one part, else a
     multipart upload. ``abort`` leaves nothing behind."""
 
     def __init__(
@@ -392,6 +473,7 @@ class StreamingUpload:
         self._aborting = False
         self._written = False
         self._thread: threading.Thread | None = None
+        self._tail: bytes | None = None
         self.size = 0
 
     @property
@@ -410,26 +492,38 @@ class StreamingUpload:
             self._thread.start()
         self._queue.put(data)
 
-    def commit(self) -> int:
-        """Flush, then make the object visible; returns its size in bytes."""
+    def seal(self) -> None:
+        """Send everything written; only ``publish`` is left to do."""
+        if self._tail is not None:
+            return
         self._drain()
-        tail = self._take(final=True)
+        self._tail = self._take(final=True)
+        if self._upload_id is not None:
+            if self._tail or not self._parts:
+                self._send_part(self._tail)
+            self._tail = b""
+
+    def publish(self, condition: dict[str, str]) -> int:
+        """Make the sealed object visible under ``condition`` (``IfMatch`` or
+        ``IfNoneMatch``); returns its size in bytes. A failed condition raises
+        S3's ClientError and leaves the upload ready for another attempt."""
+        assert self._tail is not None, "seal() first"
         if self._upload_id is None:
             self.s3.put_object(
                 Bucket=self.bucket,
                 Key=self.key,
-                Body=tail,
+                Body=self._tail,
                 ContentType=self._content_type,
                 Metadata=self._metadata,
+                **condition,  # type: ignore[arg-type]
             )
         else:
-            if tail or not self._parts:
-                self._send_part(tail)
             self.s3.complete_multipart_upload(
                 Bucket=self.bucket,
                 Key=self.key,
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": self._parts},  # type: ignore[typeddict-item]
+                **condition,  # type: ignore[arg-type]
             )
             self._upload_id = None
         return self.size
@@ -440,12 +534,26 @@ class StreamingUpload:
         self._stop()
         if self._upload_id is not None:
             try:
-                self.s3.abort_multipart_upload(
-                    Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
-                )
+                # A newer job may have aborted it already (it took the claim over).
+                if self._upload_id in self._open_uploads():
+                    self.s3.abort_multipart_upload(
+                        Bucket=self.bucket, Key=self.key, UploadId=self._upload_id
+                    )
+            except ClientError as error:
+                if error_code(error) != "NoSuchUpload":
+                    logger.exception("could not abort the upload of %s", self.key)
             except Exception:
                 logger.exception("could not abort the upload of %s", self.key)
             self._upload_id = None
+
+    def _open_uploads(self) -> set[str]:
+        """The IDs of the multipart uploads in progress to this key."""
+        response = self.s3.list_multipart_uploads(Bucket=self.bucket, Prefix=self.key)
+        return {
+            upload["UploadId"]
+            for upload in response.get("Uploads", [])
+            if upload.get("Key") == self.key
+        }
 
     def _drain(self) -> None:
         self._stop()
@@ -604,6 +712,13 @@ class BatchJob:
         self.counts = Counts()
         self.started_at = clock()
         self._started = time.monotonic()
+        self.seconds_at_start = max(0.0, seconds_left())
+        # The time kept for the last writes: a share of what the function had,
+        # so that a short timeout (or chalice.test's 3 s) still leaves time to work.
+        self.safety_seconds = min(
+            settings.batch_safety_seconds,
+            settings.batch_safety_fraction * self.seconds_at_start,
+        )
         self.batch_key: BatchKey | None = None
         self.target: Target | None = None
         self.out: StreamingUpload | None = None
@@ -619,7 +734,7 @@ class BatchJob:
         reason = skip_reason(existing, self.source.etag, self.clock())
         if reason is not None:
             return self._skipped(reason, existing)
-        expires = self.started_at + timedelta(seconds=max(0.0, self.seconds_left()))
+        expires = self.started_at + timedelta(seconds=self.seconds_at_start)
         claim = self._document(RUNNING)
         claim["claim"] = {"run_id": self.run_id, "expires_at": iso_timestamp(expires)}
         try:
@@ -633,11 +748,16 @@ class BatchJob:
         except ClaimLostError:
             self._discard()
             return self._lost()
-        except (NotFoundError, SourceChangedError) as error:
+        except (NotFoundError, SourceChangedError, BatchStartedTooLateError) as error:
             return self._fail(str(error), retryable=True)
         except TurnoutError as error:
             return self._fail(str(error), retryable=False)
         except BaseException:
+            # A newer job that took the claim over aborts this one's uploads: what
+            # fails next is a consequence, not an error of its own.
+            if not self._holds_claim():
+                self._discard()
+                return self._lost()
             logger.exception("batch job %s failed on %s", self.run_id, self.source.key)
             self._fail(
                 f"internal error in run {self.run_id}: see the function's log",
@@ -666,6 +786,7 @@ class BatchJob:
             self.source.etag,
             block_bytes=self.settings.batch_read_bytes,
             compressed=batch_key.compressed,
+            check_time=self.check_time,
         )
         metadata = {"input-etag": self.source.etag.strip('"'), "run-id": self.run_id}
         self.out = StreamingUpload(
@@ -686,18 +807,17 @@ class BatchJob:
             metadata=metadata,
         )
         pipeline.run(self.stream, self.out, self.errors)
-        self.ledger.check_held()
         if self.errors.written:
             self.errors_report = {
                 "key": self.errors_key,
                 "rows": self.counts.rejected,
-                "size": self.errors.commit(),
+                "size": self._publish(self.errors),
             }
         if not self.counts.predicted and self.counts.rejected:
             raise BatchFileError(
                 f"all {self.counts.rejected} rows were rejected: see the errors report"
             )
-        size = self.out.commit()
+        size = self._publish(self.out)
         self.output = {
             "key": self.out_key,
             "size": size,
@@ -707,23 +827,80 @@ class BatchJob:
         }
 
     def check_time(self) -> None:
-        """BatchTimeLimitError once the function is too close to its time limit."""
-        if self.seconds_left() <= self.settings.batch_safety_seconds:
-            raise BatchTimeLimitError(
-                time.monotonic() - self._started,
-                self.stream.bytes_read if self.stream else 0,
-                self.source.size,
-                self.counts.predicted,
-            )
+        """BatchTimeLimitError once the function is within its safety margin of its
+        time limit; BatchStartedTooLateError when that is before any byte is read."""
+        if self.seconds_left() > self.safety_seconds:
+            return
+        seconds = time.monotonic() - self._started
+        done = self.stream.bytes_read if self.stream else 0
+        if not done:
+            raise BatchStartedTooLateError(seconds, self.seconds_at_start)
+        raise BatchTimeLimitError(
+            seconds, done, self.source.size, self.counts.predicted
+        )
+
+    # -- writes only the claim's holder can make ---------------------------------
+
+    def _publish(self, upload: StreamingUpload) -> int:
+        """Make ``upload`` visible, unless this job lost its claim; returns its
+        size. The write is conditional on the object as it was when the claim was
+        last checked, so a job superseded after its check cannot overwrite what
+        the new holder wrote in between (ClaimLostError on its next check)."""
+        upload.seal()
+        while True:
+            condition = self._condition_on(upload.key)
+            self.ledger.check_held()
+            try:
+                return upload.publish(condition)
+            except ClientError as error:
+                if not is_precondition_failure(error):
+                    raise
+
+    def _delete(self, key: str) -> None:
+        """Delete what an earlier upload left at ``key``, under the same rule."""
+        while True:
+            condition = self._condition_on(key)
+            self.ledger.check_held()
+            if "IfMatch" not in condition:
+                return
+            try:
+                self.s3.delete_object(
+                    Bucket=self.source.bucket, Key=key, IfMatch=condition["IfMatch"]
+                )
+                return
+            except ClientError as error:
+                if not (is_precondition_failure(error) or is_missing(error)):
+                    raise
+
+    def _condition_on(self, key: str) -> dict[str, str]:
+        """``IfMatch`` the object's ETag, or ``IfNoneMatch`` when there is none."""
+        try:
+            etag = self.s3.head_object(Bucket=self.source.bucket, Key=key)["ETag"]
+        except ClientError as error:
+            if is_missing(error):
+                return {"IfNoneMatch": "*"}
+            raise
+        return {"IfMatch": etag}
+
+    def _holds_claim(self) -> bool:
+        """Whether this job's manifest is still the last one written (True when S3
+        cannot say: the error is then reported as this job's own)."""
+        try:
+            self.ledger.check_held()
+        except ClaimLostError:
+            return False
+        except ClientError:
+            return True
+        return True
 
     # -- endings ------------------------------------------------------------------
 
     def _finish(self) -> dict[str, Any]:
         status = PARTIAL if self.counts.rejected else SUCCEEDED
-        if self.errors_report is None:
-            self._delete(self.errors_key)  # a report from an earlier upload
         document = self._document(status)
         try:
+            if self.errors_report is None:
+                self._delete(self.errors_key)  # a report from an earlier upload
             self.ledger.write(document)
         except ClaimLostError:
             return self._lost()
@@ -736,14 +913,13 @@ class BatchJob:
         document["error"] = error
         document["retryable"] = retryable
         try:
-            self.ledger.check_held()
             self._delete(self.out_key)  # predictions of an earlier upload
             if self.errors_report is None:
                 self._delete(self.errors_key)
             self.ledger.write(document)
         except ClaimLostError:
             return self._lost()
-        self._log("batch_failed", error=error, retryable=retryable)
+        self._log("batch_failed", level=logging.ERROR, error=error, retryable=retryable)
         return {"action": "processed", "manifest": document}
 
     def _discard(self) -> None:
@@ -752,7 +928,14 @@ class BatchJob:
                 upload.abort()
 
     def _lost(self) -> dict[str, Any]:
-        self._log("batch_claim_lost")
+        """End quietly: a newer upload's job (superseded) or another delivery of
+        this one (lost) holds the manifest now, and writes the outputs."""
+        holder = self.ledger.read()
+        newer = (holder or {}).get("input", {}).get("etag")
+        if newer is not None and newer != self.source.etag:
+            self._log("batch_superseded", by_etag=newer)
+            return {"action": "superseded", "manifest": None}
+        self._log("batch_claim_lost", level=logging.WARNING)
         return {"action": "lost", "manifest": None}
 
     def _skipped(self, reason: str, existing: dict[str, Any] | None) -> dict[str, Any]:
@@ -777,9 +960,6 @@ class BatchJob:
                     Key=upload["Key"],
                     UploadId=upload["UploadId"],
                 )
-
-    def _delete(self, key: str) -> None:
-        self.s3.delete_object(Bucket=self.source.bucket, Key=key)
 
     # -- records ----------------------------------------------------------------
 
@@ -821,7 +1001,7 @@ class BatchJob:
         }
         return document
 
-    def _log(self, event: str, **fields: Any) -> None:
+    def _log(self, event: str, *, level: int = logging.INFO, **fields: Any) -> None:
         record = {
             "event": event,
             "run_id": self.run_id,
@@ -831,7 +1011,7 @@ class BatchJob:
             "rows": self.counts.to_dict(),
             **fields,
         }
-        logger.info(json.dumps(record))
+        logger.log(level, json.dumps(record))
 
 
 class Pipeline:

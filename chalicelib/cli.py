@@ -3,7 +3,8 @@
 A thin layer over ``Registry`` and ``AliasStore``: each command parses its
 arguments, calls one method and prints the result, as lines and tables for people
 or, with ``--json``, as one JSON document for scripts. Every error ends the
-command with exit status 1 (2 for a usage error) and one line on stderr.
+command with exit status 1 (2 for a usage error) and one line on stderr;
+``batch status`` also tells a job's state by its exit status.
 """
 
 from __future__ import annotations
@@ -680,6 +681,111 @@ def alias_rollback(
         session.aliases.rollback(
             name, alias, actor=actor, reason=reason, to_revision=to_revision
         )
+    )
+
+
+# -- batch jobs ------------------------------------------------------------------
+
+# Exit statuses of ``batch status``, one per state (1 and 2 stay every command's
+# error and usage error).
+BATCH_EXIT_CODES = {"succeeded": 0, "partial": 3, "failed": 4, "dead": 5, "running": 6}
+
+
+def batch_job_lines(key: str, state: str, document: Mapping[str, Any]) -> list[str]:
+    """A batch job for people: its state, what it ran, its counts, what to do."""
+    rows = document.get("rows", {})
+    target = document.get("version") or document.get("alias") or "-"
+    lines = [
+        f"{key}: {state}",
+        f"  model     {document.get('model')} ({target})",
+        f"  rows      {rows.get('read', 0)} read, {rows.get('predicted', 0)} "
+        f"predicted, {rows.get('rejected', 0)} rejected",
+        f"  run       {document.get('run_id')} started {document.get('started_at')}",
+    ]
+    output, errors = document.get("output"), document.get("errors")
+    if output:
+        lines.append(f"  output    {output['key']} ({output['size']} bytes)")
+    if errors:
+        lines.append(f"  errors    {errors['key']} ({errors['rows']} rows)")
+    if state == "running":
+        expires = document.get("claim", {}).get("expires_at")
+        lines.append(f"  claim     held until {expires}")
+    elif state == "dead":
+        expires = document.get("claim", {}).get("expires_at")
+        lines += [
+            f"  claim     expired at {expires} without a final manifest: the "
+            "function stopped (out of memory, or killed)",
+            f"  next      turnout batch retry {key}   (if it dies again, split the "
+            "file or give the function more memory)",
+        ]
+    elif state == "failed":
+        lines.append(f"  error     {document.get('error')}")
+        if document.get("retryable"):
+            lines.append(f"  next      turnout batch retry {key}")
+        else:
+            lines.append("  next      fix the file and upload it again")
+    return lines
+
+
+def batch_bucket_option[F: Callable[..., Any]](function: F) -> F:
+    option = click.option(
+        "--batch-bucket",
+        envvar="TURNOUT_BATCH_BUCKET",
+        show_envvar=True,
+        required=True,
+        help="The batch bucket (uploads under incoming/).",
+    )
+    return option(function)
+
+
+@cli.group()
+def batch() -> None:
+    """Follow and re-run batch jobs (one per file uploaded under incoming/)."""
+
+
+@batch.command("status")
+@click.argument("key")
+@batch_bucket_option
+@pass_session
+def batch_status(session: Session, key: str, batch_bucket: str) -> int:
+    """Show the job of the file at KEY (incoming/...). The exit status says its
+    state: 0 succeeded, 3 partial, 4 failed, 5 dead, 6 running."""
+    from chalicelib import batch as jobs
+    from chalicelib.errors import BatchJobNotFoundError
+    from chalicelib.registry import utc_now
+
+    s3 = s3_client(session.endpoint_url)
+    ledger = jobs.Ledger(s3, batch_bucket, jobs.outputs_base(key) + ".manifest.json")
+    document = ledger.read()
+    if document is None:
+        raise BatchJobNotFoundError(key)
+    state = jobs.job_state(document, utc_now())
+    session.emit(
+        {"key": key, "state": state, "manifest": document},
+        batch_job_lines(key, state, document),
+    )
+    return BATCH_EXIT_CODES.get(state, 1)
+
+
+@batch.command("retry")
+@click.argument("key")
+@batch_bucket_option
+@pass_session
+def batch_retry(session: Session, key: str, batch_bucket: str) -> None:
+    """Run the job of the file at KEY again, without uploading it again: for a
+    dead job or one that failed for a reason a retry may change."""
+    from chalicelib import batch as jobs
+    from chalicelib.registry import utc_now
+
+    s3 = s3_client(session.endpoint_url)
+    previous = jobs.retry_job(s3, batch_bucket, key, now=utc_now())
+    session.emit(
+        {"key": key, "retried": True, "previous": previous},
+        [
+            f"retrying {key}: the file was copied onto itself, so S3 sends the batch "
+            "function a new event",
+            f"follow it with: turnout batch status {key}",
+        ],
     )
 
 

@@ -207,4 +207,35 @@ class DocumentConflictError(TurnoutError):
 
     def __init__(self, key: str) -> None:
         super().__init__(f"{key} changed since it was read: read it again and retry")
+
+
+class BatchStartedTooLateError(TurnoutError):
+    """The time limit came before the job read any of its file (a slow model load,
+    or a function with almost no time left): nothing was tried, so a later
+    delivery may well succeed."""
+
+    def __init__(self, seconds: float, seconds_at_start: float) -> None:
+        super().__init__(
+            f"the function's time limit came before the file was read: {seconds:.1f}"
+            f" s after the job started with {seconds_at_start:.1f} s left; retry it, "
+            "or give the function a longer timeout"
+        )
+        self.seconds = seconds
+        self.seconds_at_start = seconds_at_start
+
+
+class BatchJobNotFoundError(NotFoundError):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"no batch job for {key!r}: its manifest does not exist (is the key the "
+            "uploaded file's, under incoming/?)"
+        )
+        self.key = key
+
+
+class BatchRetryRefusedError(TurnoutError):
+    """A retry that would not help: the job is live, done, or failed for good."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"not retrying {key}: {reason}")
         self.key = key

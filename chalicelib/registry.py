@@ -23,14 +23,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 
 from chalicelib import layout
-from chalicelib.documents import JsonDocuments
-from chalicelib.documents import (
-    # Re-exported for the batch ledger until it moves onto JsonDocuments.
-    is_missing as is_missing,
-)
-from chalicelib.documents import (
-    is_precondition_failure as is_precondition_failure,
-)
+from chalicelib.documents import JsonDocuments, is_missing
 from chalicelib.errors import (
     DocumentConflictError,
     InvalidLabelsError,

@@ -550,6 +550,33 @@ def describe_event(event: Mapping[str, Any]) -> str:
     return f"s3://{s3['bucket']['name']}/{unquote_plus(s3['object']['key'])}"
 
 
+def describe_outcome(result: object) -> tuple[int, str]:
+    """A log level and a line for what the batch handler returned: failures stand
+    out (ERROR, and said first), partial jobs and lost claims warn."""
+    if not isinstance(result, Mapping):
+        return logging.INFO, "ignored (not a batch input, or gone)"
+    action = result.get("action")
+    manifest = result.get("manifest") or {}
+    if action == "skipped":
+        return logging.INFO, f"skipped: {result.get('reason')}"
+    if action == "superseded":
+        return logging.INFO, "superseded by a newer upload of the file"
+    if action == "lost":
+        return logging.WARNING, "stopped: another delivery took the job over"
+    status = manifest.get("status")
+    rows = manifest.get("rows", {})
+    if status == "failed":
+        return logging.ERROR, f"BATCH JOB FAILED: {manifest.get('error')}"
+    counts = f"{rows.get('predicted', 0)} rows predicted"
+    output = (manifest.get("output") or {}).get("key")
+    if status == "partial":
+        errors = (manifest.get("errors") or {}).get("key")
+        return logging.WARNING, (
+            f"partial: {counts}, {rows.get('rejected', 0)} rejected (see {errors})"
+        )
+    return logging.INFO, f"{status}: {counts} -> {output}"
+
+
 class EventPump:
     """Moves S3 events from an SQS queue to a function, one record at a time.
 
@@ -598,14 +625,16 @@ class EventPump:
         where = describe_event(event)
         started = time.perf_counter()
         try:
-            self.invoke(event)
+            result = self.invoke(event)
         except FunctionNotFoundError as error:
             logger.error("%s not delivered: %s", where, error)
             return
         except Exception:
             logger.exception("%s: the handler failed", where)
             return
-        logger.info("%s: handled in %.2f s", where, time.perf_counter() - started)
+        level, outcome = describe_outcome(result)
+        seconds = time.perf_counter() - started
+        logger.log(level, "%s: %s (%.2f s)", where, outcome, seconds)
 
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; survives the queue being briefly away."""
@@ -860,14 +889,16 @@ def banner(stack: DevStack) -> str:
         "    -H 'X-Turnout-Alias: staging' \\",
         f"    -d '{{\"instances\": [{IRIS_ROW}]}}'",
         "",
-        "Batch (in another shell, in this directory):",
+        # Files in the project would restart chalice local (it watches the
+        # project directory) and be left behind as untracked files: use /tmp.
+        "Batch (in another shell, in this directory; files go to /tmp):",
         f"  export AWS_ENDPOINT_URL={moto} AWS_DEFAULT_REGION={REGION} \\",
         "    AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
-        f"  printf '{IRIS_CSV}' > iris.csv",
-        f"  aws s3 cp iris.csv s3://{batch}/{upload}",
+        f"  printf '{IRIS_CSV}' > /tmp/iris.csv",
+        f"  aws s3 cp /tmp/iris.csv s3://{batch}/{upload}",
         f"  aws s3 ls --recursive s3://{batch}/outgoing/",
         '  without the AWS CLI: .venv/bin/python -c "import boto3; '
-        f"boto3.client('s3').upload_file('iris.csv', '{batch}', '{upload}')\"",
+        f"boto3.client('s3').upload_file('/tmp/iris.csv', '{batch}', '{upload}')\"",
     ]
     return "\n".join(lines)
 

@@ -84,6 +84,7 @@ def test_make_dev_prints_its_urls_and_a_signal_stops_all_it_started(
         assert api and moto, output
         assert f"curl -s {api[1]}/v2/models/iris/infer" in output
         assert "s3://turnout-batch-dev/incoming/iris/iris.csv" in output
+        assert "> /tmp/iris.csv" in output  # not in the directory chalice watches
         # moto, the pump, and chalice local's reloader with its worker.
         assert len(started) >= 4, output
         assert answers_http(api[1]) and answers_http(moto[1])

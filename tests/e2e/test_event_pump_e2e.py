@@ -4,6 +4,7 @@ handler."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -11,7 +12,9 @@ from typing import Any
 
 import pytest
 from chalice.app import S3Event
+from click.testing import CliRunner, Result
 
+from chalicelib.cli import cli
 from tools.devstack import DevStack, EventPump, connect_bucket_events, create_buckets
 
 POLL_TIMEOUT = 30.0
@@ -102,3 +105,30 @@ def test_an_upload_to_the_batch_bucket_runs_the_batch_handler(
     assert manifest["rows"]["predicted"] == 1
     output = "outgoing/" + key[len("incoming/") :] + ".out"
     assert b"setosa" in wait_for_object(dev_stack.batch_bucket, output)
+
+
+def test_turnout_batch_retry_reruns_a_dead_job_through_a_new_event(
+    dev_stack: DevStack, wait_for_batch: Any
+) -> None:
+    key = f"incoming/iris/dead {uuid.uuid4().hex[:8]}.csv"
+    body = b"sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n"
+    bucket = dev_stack.batch_bucket
+    etag = dev_stack.s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"]
+    first = wait_for_batch(key)
+    # What a job killed outright leaves: a running manifest whose claim expired.
+    dead = {**first, "status": "running", "claim": {"expires_at": "2000-01-01"}}
+    manifest_key = "outgoing/" + key[len("incoming/") :] + ".manifest.json"
+    dev_stack.s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(dead))
+
+    def turnout(command: str) -> Result:
+        arguments = ["--endpoint-url", dev_stack.endpoint_url, "batch", command, key]
+        return CliRunner().invoke(cli, [*arguments, "--batch-bucket", bucket])
+
+    status = turnout("status")
+    assert status.exit_code == 5 and f"{key}: dead" in status.stdout
+    retry = turnout("retry")
+    assert retry.exit_code == 0, retry.output
+
+    again = wait_for_batch(key)
+    assert again["status"] == "succeeded" and again["run_id"] != first["run_id"]
+    assert again["input"]["etag"] == etag

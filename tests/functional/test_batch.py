@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import logging
+import re
 import threading
 from collections import ChainMap
 from collections.abc import Iterator
@@ -20,9 +22,12 @@ import onnxruntime
 import pytest
 from chalice.local import LambdaContext
 from chalice.test import Client
+from click.testing import CliRunner, Result
 
 from app import app
 from chalicelib import batch, wiring
+from chalicelib import cli as cli_module
+from chalicelib.cli import cli
 from chalicelib.config import Settings
 from chalicelib.models import open_session
 from chalicelib.predict import Predictor
@@ -533,6 +538,12 @@ def gzipped(text: str) -> bytes:
             False,
         ),
         (
+            "incoming/iris@1/wide.csv",
+            ",".join(f"c{i}" for i in range(70_000)) + "\n1\n",
+            "the header has more than 65536 columns",
+            False,
+        ),
+        (
             "incoming/iris@1/nothing.csv",
             b"",
             "the file is empty: a CSV file starts with a header line",
@@ -848,14 +859,299 @@ def test_a_file_too_large_for_the_time_left_fails_cleanly(
 def test_the_deadline_comes_from_the_lambda_context(
     batch_app: Batch, settings_changes: dict[str, Any]
 ) -> None:
-    settings_changes["batch_safety_seconds"] = 1000.0  # more than the 900 s left
+    # The whole 900 s as the margin: the job stops before reading anything.
+    settings_changes.update(batch_safety_seconds=1000.0, batch_safety_fraction=1.0)
     key = "incoming/iris@1/late-in-the-day.csv"
-    text = csv_text(iris_rows(5))
-    manifest = batch_app.run(key, text)
-    assert manifest["status"] == "failed"
-    assert manifest["error"] == (
-        "the file did not fit in the function's time limit: stopped after 0 s with "
-        f"0 of {len(text)} bytes read (0%) and 0 rows predicted; split it into "
-        "smaller files"
+    manifest = batch_app.run(key, csv_text(iris_rows(5)))
+    assert manifest["status"] == "failed" and manifest["retryable"] is True
+    assert re.fullmatch(
+        r"the function's time limit came before the file was read: [0-9]+\.[0-9] s "
+        r"after the job started with 900\.0 s left; retry it, or give the function "
+        r"a longer timeout",
+        manifest["error"],
     )
     assert batch_app.stored() == {key, batch_app.base(key) + ".manifest.json"}
+
+
+def test_a_small_file_is_predicted_within_chalice_test_s_three_seconds(
+    batch_app: Batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The context chalice.test gives every invocation: 3 s, whatever the config.
+    monkeypatch.setattr(chalice.test, "LambdaContext", LambdaContext)
+    key = "incoming/iris@1/quick.csv"
+    rows = iris_rows(5)
+    manifest = batch_app.run(key, csv_text(rows))
+    assert manifest["status"] == "succeeded"
+    assert batch_app.output(key) == expected_csv(1, rows)
+
+
+def test_empty_gzip_members_count_against_the_time_limit(wired: Batch) -> None:
+    key = "incoming/iris@1/hollow.csv.gz"
+    rows = iris_rows(3)
+    header, data = csv_text(rows).split("\n", 1)
+    body = gzipped(header + "\n") + gzip.compress(b"") * 5000 + gzipped(data)
+    wired.upload(key, body)
+    clock = iter(range(100, -100_000, -1))  # one second less at every look
+
+    process(wired, key, seconds_left=lambda: float(next(clock)))
+
+    manifest = wired.manifest(key)
+    assert manifest["status"] == "failed" and manifest["retryable"] is False
+    assert re.fullmatch(
+        r"the file did not fit in the function's time limit: stopped after [0-9]+ s "
+        rf"with {len(body)} of {len(body)} bytes read \(100%\) and 0 rows "
+        r"predicted; split it into smaller files",
+        manifest["error"],
+    )
+
+
+# -- superseded and lost jobs -----------------------------------------------------
+
+
+def test_a_job_superseded_between_its_claim_check_and_its_write_cannot_overwrite(
+    wired: Batch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "incoming/iris@1/raced.csv"
+    old_rows, new_rows = iris_rows(6, seed=1), iris_rows(4, seed=2)
+    wired.upload(key, csv_text(old_rows))
+    newer: list[dict[str, Any] | None] = []
+    check_held = batch.Ledger.check_held
+
+    def pause_after_the_check(ledger: batch.Ledger) -> None:
+        check_held(ledger)
+        if not newer:  # the old job's first check: the new upload lands and runs
+            newer.append(None)
+            wired.upload(key, csv_text(new_rows))
+            newer[0] = process(wired, key)
+
+    monkeypatch.setattr(batch.Ledger, "check_held", pause_after_the_check)
+    old = process(wired, key)
+
+    assert newer[0] is not None and newer[0]["action"] == "processed"
+    assert old == {"action": "superseded", "manifest": None}
+    manifest = wired.manifest(key)
+    assert manifest["status"] == "succeeded"
+    assert manifest["input"]["etag"] == wired.head(key)["ETag"]
+    assert wired.output(key) == expected_csv(1, new_rows)
+    assert (
+        wired.head(wired.base(key) + ".out")["Metadata"]["run-id"]
+        == (manifest["run_id"])
+    )
+
+
+def test_a_job_whose_upload_a_newer_job_aborted_ends_quietly_as_superseded(
+    small_parts: None,
+    wired: Batch,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = "incoming/iris@1/overtaken.csv"
+    new_rows = iris_rows(50, seed=3)
+    wired.upload(key, csv_text(iris_rows(3000)))
+    runs = count_runs(monkeypatch)
+    run = Predictor.run
+    newer: list[dict[str, Any] | None] = []
+
+    def overtaken(self: Predictor, target: Any, inputs: Any, **options: Any) -> Any:
+        if len(runs) == 10 and not newer:  # the old job's output is multipart now
+            newer.append(None)
+            wired.upload(key, csv_text(new_rows))
+            newer[0] = process(wired, key)
+        return run(self, target, inputs, **options)
+
+    monkeypatch.setattr(Predictor, "run", overtaken)
+    with caplog.at_level(logging.INFO, logger="turnout.batch"):
+        old = process(wired, key)
+
+    assert newer[0] is not None and newer[0]["action"] == "processed"
+    assert old == {"action": "superseded", "manifest": None}
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.WARNING] == []
+    superseded = [json.loads(r.message) for r in caplog.records][-1]
+    assert superseded["event"] == "batch_superseded"
+    assert superseded["by_etag"] == wired.head(key)["ETag"]
+    assert wired.manifest(key)["status"] == "succeeded"
+    assert wired.output(key) == expected_csv(1, new_rows)
+    assert wired.uploads_in_progress() == []
+
+
+def test_a_job_whose_claim_was_taken_over_writes_nothing_and_says_so(
+    wired: Batch, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "incoming/iris@1/slow.csv"
+    rows = iris_rows(20)
+    wired.upload(key, csv_text(rows))
+    run = Predictor.run
+    other: list[dict[str, Any] | None] = []
+
+    def stalls(self: Predictor, target: Any, inputs: Any, **options: Any) -> Any:
+        if not other:  # a later delivery, once this job's claim has expired
+            other.append(None)
+            later = utc_now() + timedelta(hours=1)
+            other[0] = process(wired, key, clock=lambda: later)
+        return run(self, target, inputs, **options)
+
+    monkeypatch.setattr(Predictor, "run", stalls)
+    with caplog.at_level(logging.INFO, logger="turnout.batch"):
+        result = process(wired, key, seconds_left=lambda: 60.0)
+
+    assert other[0] is not None and other[0]["action"] == "processed"
+    assert result == {"action": "lost", "manifest": None}
+    lost = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [json.loads(r.message)["event"] for r in lost] == ["batch_claim_lost"]
+    manifest = wired.manifest(key)
+    assert manifest["status"] == "succeeded"
+    assert manifest["run_id"] == other[0]["manifest"]["run_id"]
+    assert wired.output(key) == expected_csv(1, rows)
+    assert wired.uploads_in_progress() == []
+
+
+# -- following and re-running jobs: turnout batch status / retry --------------------
+
+
+@pytest.fixture
+def turnout(batch_app: Batch, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``turnout(*args)``: the CLI's batch commands on the moto batch bucket."""
+    monkeypatch.setattr(cli_module, "s3_client", lambda endpoint_url: batch_app.s3)
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, [*args, "--batch-bucket", BATCH_BUCKET])
+
+    return run
+
+
+def claim_manifest(batch_app: Batch, key: str, etag: str, expires_in: float) -> None:
+    """A running job's manifest whose claim expires ``expires_in`` s from now."""
+    expires = iso_timestamp(utc_now() + timedelta(seconds=expires_in))
+    document = {
+        "status": "running",
+        "model": "iris",
+        "alias": None,
+        "version": 1,
+        "rows": {"read": 0, "predicted": 0, "rejected": 0},
+        "input": {"etag": etag},
+        "run_id": "r1",
+        "started_at": "2026-01-01T12:00:00.000Z",
+        "claim": {"run_id": "r1", "expires_at": expires},
+    }
+    batch_app.s3.put_object(
+        Bucket=BATCH_BUCKET,
+        Key=batch_app.base(key) + ".manifest.json",
+        Body=json.dumps(document),
+    )
+
+
+def test_a_dead_job_says_so_and_is_retried_without_uploading_again(
+    batch_app: Batch, turnout: Any
+) -> None:
+    key = "incoming/iris@1/killed.csv"
+    rows = iris_rows(7)
+    etag = batch_app.upload(key, csv_text(rows))
+    claim_manifest(batch_app, key, etag, expires_in=-1)
+    expires = batch_app.manifest(key)["claim"]["expires_at"]
+
+    status = turnout("batch", "status", key)
+    assert (status.exit_code, status.stdout) == (
+        5,
+        f"{key}: dead\n"
+        "  model     iris (1)\n"
+        "  rows      0 read, 0 predicted, 0 rejected\n"
+        "  run       r1 started 2026-01-01T12:00:00.000Z\n"
+        f"  claim     expired at {expires} without a final manifest: the function "
+        "stopped (out of memory, or killed)\n"
+        f"  next      turnout batch retry {key}   (if it dies again, split the file "
+        "or give the function more memory)\n",
+    )
+
+    retry = turnout("batch", "retry", key)
+    assert (retry.exit_code, retry.stdout) == (
+        0,
+        f"retrying {key}: the file was copied onto itself, so S3 sends the batch "
+        f"function a new event\nfollow it with: turnout batch status {key}\n",
+    )
+    head = batch_app.head(key)
+    assert head["ETag"] == etag and head["Metadata"] == {"turnout-retry-of": "r1"}
+    assert batch_app.deliver(key)["action"] == "processed"  # the copy's event
+    assert batch_app.output(key) == expected_csv(1, rows)
+    done = turnout("batch", "status", key)
+    assert done.exit_code == 0 and done.stdout.startswith(f"{key}: succeeded\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "state", "exit_code"),
+    [
+        (csv_text(iris_rows(2)), "succeeded", 0),
+        (csv_text(iris_rows(2)) + "x,1,2,3,bad\n", "partial", 3),
+        ("a,b\n1,2\n", "failed", 4),
+    ],
+)
+def test_batch_status_tells_the_state_by_its_exit_code(
+    batch_app: Batch, turnout: Any, body: str, state: str, exit_code: int
+) -> None:
+    key = f"incoming/iris@1/{state}.csv"
+    batch_app.run(key, body)
+    result = turnout("batch", "status", key)
+    assert result.exit_code == exit_code
+    assert result.stdout.startswith(f"{key}: {state}\n")
+    document = json.loads(
+        CliRunner()
+        .invoke(cli, ["--json", "batch", "status", key, "--batch-bucket", BATCH_BUCKET])
+        .stdout
+    )
+    assert document == {"key": key, "state": state, "manifest": batch_app.manifest(key)}
+
+
+@pytest.mark.parametrize(
+    ("setup", "error", "exit_code"),
+    [
+        (
+            "none",
+            "no batch job for {key!r}: its manifest does not exist (is the key "
+            "the uploaded file's, under incoming/?)",
+            1,
+        ),
+        (
+            "live",
+            "not retrying {key}: it is running (its claim holds until {expires})",
+            1,
+        ),
+        (
+            "done",
+            "not retrying {key}: it already succeeded: upload the rows to "
+            "predict as a new file",
+            1,
+        ),
+        (
+            "bad",
+            "not retrying {key}: it failed for a reason a retry would not change "
+            "(the file is empty: a CSV file starts with a header line): fix the file "
+            "and upload it again",
+            1,
+        ),
+        (
+            "replaced",
+            "not retrying {key}: the file was replaced since; the new "
+            "upload has its own job",
+            1,
+        ),
+    ],
+)
+def test_batch_retry_refuses_what_a_retry_would_not_change(
+    batch_app: Batch, turnout: Any, setup: str, error: str, exit_code: int
+) -> None:
+    key = f"incoming/iris@1/{setup}.csv"
+    etag = batch_app.upload(key, "" if setup == "bad" else csv_text(iris_rows(2)))
+    if setup == "live":
+        claim_manifest(batch_app, key, etag, expires_in=300)
+    elif setup == "replaced":
+        claim_manifest(batch_app, key, etag, expires_in=-1)
+        batch_app.upload(key, csv_text(iris_rows(3)))
+    elif setup != "none":
+        batch_app.deliver(key)
+    expires = (
+        batch_app.manifest(key).get("claim", {}).get("expires_at")
+        if setup != "none"
+        else None
+    )
+    result = turnout("batch", "retry", key)
+    assert result.exit_code == exit_code
+    assert result.stderr == "error: " + error.format(key=key, expires=expires) + "\n"

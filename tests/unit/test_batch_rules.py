@@ -10,6 +10,7 @@ import pytest
 from chalicelib.batch import (
     BatchKey,
     is_batch_input,
+    job_state,
     outputs_base,
     parse_key,
     skip_reason,
@@ -141,3 +142,22 @@ def test_a_delivery_runs_unless_its_object_is_done_or_claimed(
     existing: dict[str, Any] | None, reason: str | None
 ) -> None:
     assert skip_reason(existing, '"abc"', NOW) == reason
+
+
+@pytest.mark.parametrize(
+    ("document", "state"),
+    [
+        (manifest("succeeded"), "succeeded"),
+        (manifest("failed", retryable=True), "failed"),
+        (
+            manifest("running", claim={"expires_at": "2026-01-01T12:00:01.000Z"}),
+            "running",
+        ),
+        (manifest("running", claim={"expires_at": "2026-01-01T12:00:00.000Z"}), "dead"),
+        (manifest("running"), "dead"),
+    ],
+)
+def test_a_running_job_whose_claim_expired_is_dead(
+    document: dict[str, Any], state: str
+) -> None:
+    assert job_state(document, NOW) == state

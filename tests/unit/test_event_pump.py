@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
-from tools.devstack import describe_event, encode_event_key, s3_events
+from tools.devstack import (
+    describe_event,
+    describe_outcome,
+    encode_event_key,
+    s3_events,
+)
 
 
 def record(key: str, name: str = "ObjectCreated:Put") -> dict[str, object]:
@@ -73,3 +79,53 @@ def test_the_test_event_s3_sends_on_configuration_is_no_event() -> None:
 def test_a_body_that_is_not_a_json_object_is_refused(body: str) -> None:
     with pytest.raises(ValueError):
         s3_events(body)
+
+
+def job(status: str, **fields: object) -> dict[str, object]:
+    rows = {"read": 3, "predicted": 2, "rejected": 1}
+    return {
+        "action": "processed",
+        "manifest": {"status": status, "rows": rows, **fields},
+    }
+
+
+@pytest.mark.parametrize(
+    ("result", "level", "line"),
+    [
+        (
+            job("failed", error="the file is empty"),
+            logging.ERROR,
+            "BATCH JOB FAILED: the file is empty",
+        ),
+        (
+            job("partial", output={"key": "o.out"}, errors={"key": "o.errors.jsonl"}),
+            logging.WARNING,
+            "partial: 2 rows predicted, 1 rejected (see o.errors.jsonl)",
+        ),
+        (
+            job("succeeded", output={"key": "o.out"}),
+            logging.INFO,
+            "succeeded: 2 rows predicted -> o.out",
+        ),
+        (
+            {"action": "skipped", "reason": "already succeeded", "manifest": {}},
+            logging.INFO,
+            "skipped: already succeeded",
+        ),
+        (
+            {"action": "superseded", "manifest": None},
+            logging.INFO,
+            "superseded by a newer upload of the file",
+        ),
+        (
+            {"action": "lost", "manifest": None},
+            logging.WARNING,
+            "stopped: another delivery took the job over",
+        ),
+        (None, logging.INFO, "ignored (not a batch input, or gone)"),
+    ],
+)
+def test_a_failed_job_stands_out_in_the_pump_s_log(
+    result: object, level: int, line: str
+) -> None:
+    assert describe_outcome(result) == (level, line)
