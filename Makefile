@@ -45,7 +45,10 @@ $(PY):
 $(STAMP): $(PY) requirements.txt requirements-dev.txt pyproject.toml
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' || \
 	  { echo "$(VENV) runs Python < 3.12: recreating it"; rm -rf $(VENV); $(MAKE) $(PY); }
+	@echo "installing Turnout's dependencies into $(VENV) (the first time: about 2 minutes," \
+	  "mostly onnxruntime, numpy, scikit-learn and moto; later runs skip this)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -e .
+	@echo "$(VENV) is ready"
 	touch $@
 
 clean:
