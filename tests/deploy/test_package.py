@@ -47,10 +47,12 @@ def test_every_zip_fits_a_direct_upload_and_the_whole_fits_unzipped(
     assert layer_zip.stat().st_size <= DIRECT_UPLOAD_LIMIT
     assert unzipped_bytes(app_zip) + unzipped_bytes(layer_zip) <= UNZIPPED_LIMIT
     with zipfile.ZipFile(app_zip) as code:
-        shipped = {name.split("/")[0] for name in code.namelist()}
+        names = code.namelist()
+    shipped = {name.split("/")[0] for name in names}
     # The app (and its bytecode), the domain code and Chalice's runtime; nothing
-    # of models/, bench/, tests/ or tools/.
+    # of models/, bench/, tests/, tools/ or the operator's CLI (turnout_cli/).
     assert shipped == {"app.py", "__pycache__", "chalicelib", "chalice"}
+    assert not [name for name in names if "cli" in name.rsplit("/", 1)[-1]]
 
 
 def test_terraform_wires_the_batch_uploads_and_the_keyed_api(package: Path) -> None:

@@ -14,8 +14,8 @@ import pytest
 from chalice.app import S3Event
 from click.testing import CliRunner, Result
 
-from chalicelib.cli import cli
 from tools.devstack import DevStack, EventPump, connect_bucket_events, create_buckets
+from turnout_cli.cli import cli
 
 POLL_TIMEOUT = 30.0
 

@@ -26,8 +26,6 @@ from click.testing import CliRunner, Result
 
 from app import app
 from chalicelib import batch, wiring
-from chalicelib import cli as cli_module
-from chalicelib.cli import cli
 from chalicelib.config import Settings
 from chalicelib.models import open_session
 from chalicelib.predict import Predictor
@@ -35,6 +33,8 @@ from chalicelib.registry import Registry, iso_timestamp, utc_now
 from chalicelib.traffic import choose_version
 from tests.conftest import BATCH_BUCKET, MODELS, ROOT
 from tests.functional.rest_support import remember_inspections
+from turnout_cli import cli as cli_module
+from turnout_cli.cli import cli
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner, Result
 
-from chalicelib import cli as cli_module
 from chalicelib.aliases import AliasStore, Shadow
-from chalicelib.cli import cli
 from chalicelib.registry import Registry
 from tests.conftest import MODEL_BUCKET, MODELS
+from turnout_cli import cli as cli_module
+from turnout_cli.cli import cli
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -7,7 +7,7 @@ import getpass
 import pytest
 
 from chalicelib.aliases import AliasDocument, Revision, Shadow
-from chalicelib.cli import (
+from turnout_cli.cli import (
     alias_lines,
     default_actor,
     format_routing,
