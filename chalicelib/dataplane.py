@@ -8,12 +8,21 @@ learns who answered, how many rows and how long the model took.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from chalicelib import payloads
 from chalicelib.observe import Observation
-from chalicelib.predict import Predictor, Target, primary_version, row_count
+from chalicelib.predict import (
+    Prediction,
+    Predictor,
+    Target,
+    primary_version,
+    row_count,
+)
 from chalicelib.version_manifest import Manifest
 
 PLATFORM = "onnxruntime_onnx"
@@ -88,16 +97,7 @@ class DataPlane:
         inputs = payloads.decode_inputs(
             request, target.manifest, max_rows=self.max_rows
         )
-        observation.rows = row_count(inputs)
-        observation.inputs = inputs
-        prediction = self.predictor.run(
-            target,
-            inputs,
-            outputs=request.outputs,
-            request_id=observation.request_id,
-        )
-        observation.model_ms = prediction.latency_ms
-        observation.outputs = prediction.outputs
+        prediction = self._run(target, inputs, request.outputs, observation)
         body = payloads.encode_infer_response(
             prediction.outputs,
             model_name=target.name,
@@ -120,13 +120,7 @@ class DataPlane:
         inputs = payloads.decode_instances(
             document, target.manifest, max_rows=self.max_rows
         )
-        observation.rows = row_count(inputs)
-        observation.inputs = inputs
-        prediction = self.predictor.run(
-            target, inputs, request_id=observation.request_id
-        )
-        observation.model_ms = prediction.latency_ms
-        observation.outputs = prediction.outputs
+        prediction = self._run(target, inputs, None, observation)
         body = {
             "predictions": payloads.encode_predictions(
                 target.manifest, prediction.outputs
@@ -136,6 +130,22 @@ class DataPlane:
             "alias": target.alias,
         }
         return Answer(body, target.manifest, target.alias)
+
+    def _run(
+        self,
+        target: Target,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        observation: Observation,
+    ) -> Prediction:
+        observation.rows = row_count(inputs)
+        observation.inputs = inputs
+        prediction = self.predictor.run(
+            target, inputs, outputs=outputs, request_id=observation.request_id
+        )
+        observation.model_ms = prediction.latency_ms
+        observation.outputs = prediction.outputs
+        return prediction
 
     def _resolve(
         self,
