@@ -44,6 +44,12 @@ class Settings:
     batch_read_bytes: int = 4 * MIB
     # Stop a batch job this long before the Lambda timeout, to write its manifest.
     batch_safety_seconds: float = 20.0
+    # Data capture (per alias, `turnout capture set`): the bucket written to
+    # (capture is off when unset), and when a container writes its buffer: once
+    # it holds this many requests, or its oldest is this old as a request comes.
+    capture_bucket: str = ""
+    capture_flush_records: int = 100
+    capture_flush_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
