@@ -39,7 +39,7 @@ import numpy as np
 from chalicelib.aliases import AliasCache
 from chalicelib.background import BackgroundWork
 from chalicelib.observe import OK, REST, Observation
-from chalicelib.traffic import sample_shadow
+from chalicelib.traffic import sampled
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -147,7 +147,7 @@ class DataCapture:
         ):
             return
         capture = self._aliases.get(observation.model, observation.alias).capture
-        if capture is None or not sample_shadow(capture.percent, self._draw):
+        if capture is None or not sampled(capture.percent, self._draw):
             return
         now = self._clock()
         item = Captured(observation, capture.keep, self._wall_clock())

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.aliases import AliasDocument, AliasStore, Revision, Shadow
+from chalicelib.aliases import (
+    CAPTURE_PARTS,
+    AliasDocument,
+    AliasStore,
+    Capture,
+    Revision,
+    Shadow,
+)
 from chalicelib.config import Settings
 from chalicelib.errors import (
     InvalidNameError,
@@ -660,6 +667,102 @@ def alias_rollback(
         session.aliases.rollback(
             name, alias, actor=actor, reason=reason, to_revision=to_revision
         )
+    )
+
+
+@cli.group()
+def capture() -> None:
+    """Data capture per alias: set, show, off (written to TURNOUT_CAPTURE_BUCKET)."""
+
+
+def parse_capture_parts(text: str) -> tuple[str, ...]:
+    """'inputs,outputs' -> ('inputs', 'outputs'); ValueError for anything else."""
+    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [part for part in parts if part not in CAPTURE_PARTS]
+    if unknown or not parts:
+        raise ValueError(f"--keep takes {' and/or '.join(CAPTURE_PARTS)}, not {text!r}")
+    return parts
+
+
+def capture_lines(document: AliasDocument) -> list[str]:
+    """What an alias captures, for people."""
+    where = f"{document.name}@{document.alias} revision {document.revision}"
+    found = document.capture
+    if found is None:
+        return [f"{where} captures nothing"]
+    return [
+        f"{where} captures {_quantity(found.percent)}% of the requests, "
+        f"keeping {' and '.join(found.keep)}"
+    ]
+
+
+def _emit_capture(session: Session, document: AliasDocument) -> None:
+    found = document.capture
+    session.emit(
+        {
+            "name": document.name,
+            "alias": document.alias,
+            "revision": document.revision,
+            "capture": found.to_dict() if found else None,
+        },
+        capture_lines(document),
+    )
+
+
+@capture.command("set")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("percent", callback=_using(lambda text: _number(text, "percentage")))
+@click.option(
+    "--keep",
+    default=",".join(CAPTURE_PARTS),
+    show_default=True,
+    callback=_using(parse_capture_parts),
+    help="What to write of each captured request: inputs, outputs or both.",
+)
+@reason_option
+@actor_option
+@pass_session
+def capture_set(
+    session: Session,
+    name: str,
+    alias: str,
+    percent: float,
+    keep: tuple[str, ...],
+    reason: str,
+    actor: str,
+) -> None:
+    """Capture PERCENT % of ALIAS's answered requests, for example: prod 10."""
+    _emit_capture(
+        session,
+        session.aliases.set_capture(
+            name, alias, Capture(percent, keep), actor=actor, reason=reason
+        ),
+    )
+
+
+@capture.command("show")
+@click.argument("name")
+@click.argument("alias")
+@pass_session
+def capture_show(session: Session, name: str, alias: str) -> None:
+    """Show what ALIAS captures."""
+    _emit_capture(session, session.aliases.get(name, alias))
+
+
+@capture.command("off")
+@click.argument("name")
+@click.argument("alias")
+@reason_option
+@actor_option
+@pass_session
+def capture_off(
+    session: Session, name: str, alias: str, reason: str, actor: str
+) -> None:
+    """Stop capturing ALIAS's requests."""
+    _emit_capture(
+        session,
+        session.aliases.set_capture(name, alias, None, actor=actor, reason=reason),
     )
 
 

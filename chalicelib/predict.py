@@ -27,7 +27,7 @@ from chalicelib.errors import (
 from chalicelib.models import ModelCache
 from chalicelib.names import validate_model_name
 from chalicelib.registry import Registry
-from chalicelib.traffic import choose_version, sample_shadow
+from chalicelib.traffic import choose_version, sampled
 from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
 
 
@@ -169,7 +169,7 @@ class Predictor:
         chosen = choose_version(document.weights, routing_key, self._draw)
         primary = self.manifest(name, chosen)
         shadow = None
-        if document.shadow and sample_shadow(document.shadow.percent, self._draw):
+        if document.shadow and sampled(document.shadow.percent, self._draw):
             shadow = document.shadow.version
         return Target(primary, alias=document.alias, shadow=shadow)
 

@@ -33,6 +33,7 @@ from chalicelib.shadow import ShadowRuns
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from chalicelib.capture import DataCapture
     from chalicelib.dataplane import DataPlane
     from chalicelib.rest import RestApi
 
@@ -157,25 +158,30 @@ class Container:
             metrics,
             ShadowRuns(self.predictor, self.work, metrics.observe),
         ]
-        settings = self.settings
-        if settings.capture_bucket:
-            from chalicelib.capture import DataCapture
-
-            chosen.append(
-                DataCapture(
-                    self.predictor.aliases,
-                    self.s3,
-                    settings.capture_bucket,
-                    self.work,
-                    draw=self.rng.random,
-                    on_failure=metrics.capture_failed,
-                    flush_records=settings.capture_flush_records,
-                    flush_seconds=settings.capture_flush_seconds,
-                    wall_clock=self.wall_clock,
-                    clock=self.clock,
-                )
-            )
+        if self.capture is not None:
+            chosen.append(self.capture)
         return Observers(chosen)
+
+    @functools.cached_property
+    def capture(self) -> DataCapture | None:
+        """The data capture observer; None when no capture bucket is set."""
+        settings = self.settings
+        if not settings.capture_bucket:
+            return None
+        from chalicelib.capture import DataCapture
+
+        return DataCapture(
+            self.predictor.aliases,
+            self.s3,
+            settings.capture_bucket,
+            self.work,
+            draw=self.rng.random,
+            on_failure=self.metrics.capture_failed,
+            flush_records=settings.capture_flush_records,
+            flush_seconds=settings.capture_flush_seconds,
+            wall_clock=self.wall_clock,
+            clock=self.clock,
+        )
 
     @functools.cached_property
     def data_plane(self) -> DataPlane:
