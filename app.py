@@ -140,4 +140,5 @@ def handle_batch_upload(event: S3Event) -> object:
         predictor=wired.predictor,
         settings=wired.settings,
         seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
+        observers=wired.observers,
     )

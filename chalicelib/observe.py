@@ -98,9 +98,9 @@ class Observers:
                 )
 
 
-def observe_batch_file(
-    observers: Observer | None, result: Mapping[str, Any] | None
-) -> Mapping[str, Any] | None:
+def observe_batch_file[Result: Mapping[str, Any]](
+    observers: Observer | None, result: Result | None
+) -> Result | None:
     """Hand a processed batch file to ``observers`` as one BATCH Observation
     built from its final manifest (rows read, predicted and rejected, seconds,
     status); skipped, lost or ignored uploads are not observed. Returns
