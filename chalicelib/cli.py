@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -35,6 +36,7 @@ from chalicelib.errors import (
     ModelTooLargeError,
     TurnoutError,
 )
+from chalicelib.metrics_report import VersionMetrics, parse_since, version_metrics
 from chalicelib.names import parse_version
 from chalicelib.registry import Registry, error_code
 from chalicelib.version_manifest import Manifest, TensorSpec
@@ -257,6 +259,16 @@ def s3_client(endpoint_url: str | None) -> S3Client:
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None)
 
 
+def cloudwatch_client(endpoint_url: str | None) -> Any:
+    """A CloudWatch client on ``endpoint_url`` (None: AWS itself); tests replace
+    this."""
+    import boto3
+
+    return boto3.session.Session().client(
+        "cloudwatch", endpoint_url=endpoint_url or None
+    )
+
+
 @dataclass
 class Session:
     """What the global options decide; the registry is built on first use."""
@@ -370,7 +382,7 @@ def _fail(message: str, exit_code: int) -> NoReturn:
     "--endpoint-url",
     envvar="AWS_ENDPOINT_URL",
     show_envvar=True,
-    help="Another S3 endpoint, such as a local moto server.",
+    help="Another AWS endpoint (S3, CloudWatch), such as a local moto server.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
@@ -668,6 +680,61 @@ def alias_rollback(
             name, alias, actor=actor, reason=reason, to_revision=to_revision
         )
     )
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}%"
+
+
+def _milliseconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def metrics_lines(name: str, figures: Sequence[VersionMetrics]) -> list[str]:
+    """Each version's figures, for people."""
+    if not figures:
+        return [f"no metrics for {name} in that window"]
+    headers = "VERSION REQUESTS ERRORS MEAN_MS P50_MS P99_MS SHADOW AGREEMENT"
+    return format_table(
+        headers.split(),
+        [
+            (
+                f.version,
+                f.requests,
+                _percent(None if f.error_rate is None else 100 * f.error_rate),
+                _milliseconds(f.latency_mean_ms),
+                _milliseconds(f.latency_p50_ms),
+                _milliseconds(f.latency_p99_ms),
+                f.shadow_runs,
+                _percent(f.shadow_agreement),
+            )
+            for f in figures
+        ],
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--alias", help="Only the requests this alias routed.")
+@click.option(
+    "--since",
+    default="1h",
+    show_default=True,
+    callback=_using(parse_since),
+    help="How far back: 30m, 1h, 7d...",
+)
+@pass_session
+def metrics(session: Session, name: str, alias: str | None, since: timedelta) -> None:
+    """Per version of NAME: requests, error rate, latency, shadow agreement
+    (from CloudWatch)."""
+    figures = version_metrics(
+        cloudwatch_client(session.endpoint_url),
+        name,
+        alias=alias,
+        since=since,
+        now=datetime.now(UTC),
+    )
+    session.emit([f.to_dict() for f in figures], metrics_lines(name, figures))
 
 
 @cli.group()

@@ -8,10 +8,11 @@ The same line carries what the prediction log always carried (request id,
 status, outcome, routing-key hash, error), so there is one write per request.
 
 Namespace ``Turnout``; root keys ``Model``, ``Version`` and ``Alias``, with the
-dimension sets ``[Model, Version]`` and ``[Model, Alias]`` (the second only when
-an alias chose the version). A request that no version answered (an unknown
-model, a bad name) is counted without dimensions: the model name comes from the
-caller and would otherwise mint a metric for any string.
+dimension sets ``[Model, Version]``, ``[Model, Alias]`` and ``[Model, Alias,
+Version]`` (the last two only when an alias chose the version). A request that
+no version answered (an unknown model, a bad name) is counted without
+dimensions: the model name comes from the caller and would otherwise mint a
+metric for any string.
 
 The lines are written here rather than with a library: Powertools' Metrics cost
 four times this per request and put all dimensions in one set, and
@@ -40,6 +41,8 @@ MAX_LABEL_CHARS = 64
 
 BY_VERSION = ("Model", "Version")
 BY_ALIAS = ("Model", "Alias")
+# Each version's share of one alias: what a canary is compared by.
+BY_ALIAS_VERSION = ("Model", "Alias", "Version")
 
 # (name, unit) of the metrics every prediction request carries, in line order.
 REQUEST_METRICS = (
@@ -89,7 +92,7 @@ def dimensions(
     if observation.alias is None:
         return (BY_VERSION,), members
     members["Alias"] = observation.alias
-    return (BY_VERSION, BY_ALIAS), members
+    return (BY_VERSION, BY_ALIAS, BY_ALIAS_VERSION), members
 
 
 class MetricsLog:

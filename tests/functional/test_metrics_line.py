@@ -35,7 +35,11 @@ def test_each_prediction_writes_one_line_of_metrics_and_log_fields(
     assert response.status_code == 200
     (line,) = emf_lines(capsys.readouterr().out)
     directive = line.pop("_aws")["CloudWatchMetrics"]
-    assert directive[0]["Dimensions"] == [["Model", "Version"], ["Model", "Alias"]]
+    assert directive[0]["Dimensions"] == [
+        ["Model", "Version"],
+        ["Model", "Alias"],
+        ["Model", "Alias", "Version"],
+    ]
     assert line.pop("Latency") >= line.pop("ModelLatency") > 0
     assert line == {
         "Model": "iris",

@@ -70,7 +70,11 @@ def test_an_answered_request_is_one_line_of_metrics_and_log_fields() -> None:
             "CloudWatchMetrics": [
                 {
                     "Namespace": "Turnout",
-                    "Dimensions": [["Model", "Version"], ["Model", "Alias"]],
+                    "Dimensions": [
+                        ["Model", "Version"],
+                        ["Model", "Alias"],
+                        ["Model", "Alias", "Version"],
+                    ],
                     "Metrics": [
                         *REQUEST_METRICS,
                         {"Name": "Predicted_setosa", "Unit": "Count"},
@@ -185,7 +189,11 @@ def test_a_shadow_run_is_counted_against_the_shadow_version() -> None:
             "CloudWatchMetrics": [
                 {
                     "Namespace": "Turnout",
-                    "Dimensions": [["Model", "Version"], ["Model", "Alias"]],
+                    "Dimensions": [
+                        ["Model", "Version"],
+                        ["Model", "Alias"],
+                        ["Model", "Alias", "Version"],
+                    ],
                     "Metrics": [
                         {"Name": "ShadowRuns", "Unit": "Count"},
                         {"Name": "ShadowLatency", "Unit": "Milliseconds"},
@@ -228,7 +236,11 @@ def test_a_batch_file_is_observed_from_its_final_manifest() -> None:
     assert observe_batch_file(Observers([log]), result) is result
     (line,) = emf_lines(stream.getvalue())
     directive = line["_aws"]["CloudWatchMetrics"][0]
-    assert directive["Dimensions"] == [["Model", "Version"], ["Model", "Alias"]]
+    assert directive["Dimensions"] == [
+        ["Model", "Version"],
+        ["Model", "Alias"],
+        ["Model", "Alias", "Version"],
+    ]
     assert {m["Name"]: m["Unit"] for m in directive["Metrics"]} == {
         "BatchFiles": "Count",
         "BatchRowsRead": "Count",
