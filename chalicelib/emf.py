@@ -21,6 +21,7 @@ aws-embedded-metrics imports aiohttp (200 ms of cold start); see the README.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -29,6 +30,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from chalicelib.background import BackgroundWork
 from chalicelib.observe import BATCH, CLIENT_ERROR, SERVER_ERROR, SHADOW, Observation
 
 NAMESPACE = "Turnout"
@@ -98,35 +100,52 @@ def dimensions(
 class MetricsLog:
     """The observer that writes one EMF line per observation to ``stream``
     (stdout when None, looked up at each write as Lambda's runtime sees it),
-    timestamped by ``wall_clock`` (seconds since the epoch)."""
+    timestamped by ``wall_clock`` (seconds since the epoch).
+
+    With ``work`` that is deferred (on Lambda), the line is built and written
+    after the response, by the extension; elsewhere it is written at once.
+    """
 
     def __init__(
         self,
         stream: TextIO | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        work: BackgroundWork | None = None,
     ) -> None:
         self._stream = stream
         self._wall_clock = wall_clock
+        self._deferred = work if work is not None and work.deferred else None
         self._directives: dict[tuple[Any, ...], str] = {}
         self._classes: dict[tuple[str, int], set[str]] = {}
 
     def observe(self, observation: Observation) -> None:
-        """Write the observation's line: one write, then a flush."""
-        self.write(self.line(observation))
+        """Write the observation's line (one write, then a flush), now or, on
+        Lambda, once the response is posted."""
+        timestamp = int(self._wall_clock() * 1000)
+        if self._deferred is None:
+            self.write(self.line(observation, timestamp))
+        else:
+            self._deferred.submit(
+                functools.partial(self._write_line, observation, timestamp)
+            )
+
+    def _write_line(self, observation: Observation, timestamp: int) -> None:
+        self.write(self.line(observation, timestamp))
 
     def write(self, line: str) -> None:
         stream = self._stream or sys.stdout
         stream.write(line)
         stream.flush()
 
-    def line(self, observation: Observation) -> str:
-        """The observation's EMF line, newline-terminated."""
+    def line(self, observation: Observation, timestamp: int) -> str:
+        """The observation's EMF line, newline-terminated; ``timestamp`` in
+        milliseconds since the epoch."""
         if observation.source == SHADOW:
-            return self._shadow_line(observation)
+            return self._shadow_line(observation, timestamp)
         if observation.source == BATCH:
-            return self._batch_line(observation)
-        return self._request_line(observation)
+            return self._batch_line(observation, timestamp)
+        return self._request_line(observation, timestamp)
 
     def capture_failed(self, model: str, alias: str, records: int, error: str) -> None:
         """Write the line that counts a capture write S3 refused, and the
@@ -140,12 +159,13 @@ class MetricsLog:
                     ("CaptureRecordsLost", "Count", records),
                 ],
                 {"event": "capture_failed", "error": error},
+                int(self._wall_clock() * 1000),
             )
         )
 
     # -- requests: the hot path ----------------------------------------------------
 
-    def _request_line(self, observation: Observation) -> str:
+    def _request_line(self, observation: Observation, timestamp: int) -> str:
         sets, members = dimensions(observation)
         classes = self._class_counts(observation)
         key = (sets, tuple(classes))
@@ -158,7 +178,7 @@ class MetricsLog:
             self._directives[key] = cached
         outcome = observation.outcome
         return _REQUEST_LINE % (
-            int(self._wall_clock() * 1000),
+            timestamp,
             cached,
             "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in members.items())
             if members
@@ -206,7 +226,7 @@ class MetricsLog:
 
     # -- shadow runs and batch files ---------------------------------------------
 
-    def _shadow_line(self, observation: Observation) -> str:
+    def _shadow_line(self, observation: Observation, timestamp: int) -> str:
         sets, members = dimensions(observation)
         failed = observation.outcome != "ok"
         metrics: list[tuple[str, str, float]] = [
@@ -230,9 +250,10 @@ class MetricsLog:
                 "outcome": observation.outcome,
                 "error": observation.error,
             },
+            timestamp,
         )
 
-    def _batch_line(self, observation: Observation) -> str:
+    def _batch_line(self, observation: Observation, timestamp: int) -> str:
         sets, members = dimensions(observation)
         return self._document(
             sets,
@@ -253,6 +274,7 @@ class MetricsLog:
                 "outcome": observation.outcome,
                 "error": observation.error,
             },
+            timestamp,
         )
 
     def _document(
@@ -261,10 +283,11 @@ class MetricsLog:
         members: Mapping[str, str],
         metrics: list[tuple[str, str, float]],
         fields: Mapping[str, Any],
+        timestamp: int,
     ) -> str:
         document = {
             "_aws": {
-                "Timestamp": int(self._wall_clock() * 1000),
+                "Timestamp": timestamp,
                 "CloudWatchMetrics": [
                     directive(sets, [(name, unit) for name, unit, _ in metrics])
                 ],

@@ -147,7 +147,7 @@ class Container:
 
     @functools.cached_property
     def metrics(self) -> MetricsLog:
-        return MetricsLog(wall_clock=self.wall_clock)
+        return MetricsLog(wall_clock=self.wall_clock, work=self.work)
 
     @functools.cached_property
     def observers(self) -> Observers:

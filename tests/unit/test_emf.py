@@ -10,6 +10,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from chalicelib.background import BackgroundWork
 from chalicelib.emf import MAX_CLASS_METRICS, MetricsLog
 from chalicelib.observe import (
     BATCH,
@@ -287,6 +288,21 @@ def test_a_refused_capture_write_is_counted() -> None:
         1,
         7,
         "AccessDenied",
+    )
+
+
+def test_on_lambda_the_line_is_written_after_the_response() -> None:
+    stream = io.StringIO()
+    work = BackgroundWork(deferred=True)
+    log = MetricsLog(stream, wall_clock=lambda: NOW, work=work)
+    log.observe(answered())
+    assert stream.getvalue() == ""
+    assert work.run_pending() == 1
+    (line,) = emf_lines(stream.getvalue())
+    # Stamped when observed, not when written.
+    assert (line["request_id"], line["_aws"]["Timestamp"]) == (
+        "req-1",
+        1_796_000_000_250,
     )
 
 
