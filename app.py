@@ -14,7 +14,7 @@ from typing import Any
 
 from chalice.app import Chalice, Response, S3Event
 
-from chalicelib import rest, wiring
+from chalicelib import extension, rest, wiring
 from chalicelib.config import INCOMING_PREFIX, Settings
 
 app = Chalice(app_name="turnout")
@@ -22,6 +22,12 @@ app = Chalice(app_name="turnout")
 # and "turnout.rest") a stdout handler, level ERROR and propagate=False: without
 # this the INFO record of every prediction and shadow run would be dropped.
 app.log.setLevel(logging.INFO)
+
+# On Lambda, the work queued after each answer (shadow runs, capture writes) runs
+# in an internal extension, which must register now, during init; the middleware
+# tells it when the handler is done. Elsewhere neither happens.
+if extension.register_at_init(drain=lambda: wiring.container().work.run_pending()):
+    app.register_middleware(extension.after_each_invocation, "all")
 
 # --- REST: Open Inference Protocol (V2) and instances ------------------------
 
@@ -137,4 +143,5 @@ def handle_batch_upload(event: S3Event) -> object:
         predictor=wired.predictor,
         settings=wired.settings,
         seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
+        observers=wired.observers,
     )

@@ -1,8 +1,9 @@
 """The floor of the REST benchmark: what a user would write without Turnout.
 
-One Chalice route that decodes the same V2 JSON, runs a bare onnxruntime
-``InferenceSession`` and encodes the outputs, nothing else: no registry, no
-alias, no validation beyond what numpy and onnxruntime do themselves.
+Two Chalice routes (V2 and instances) that decode the same JSON, run a bare
+onnxruntime ``InferenceSession`` and encode the outputs, nothing else: no
+registry, no alias, no validation beyond what numpy and onnxruntime do
+themselves.
 """
 
 from __future__ import annotations
@@ -43,4 +44,17 @@ def infer(name: str) -> dict[str, Any]:
             }
             for output, value in zip(names, results, strict=True)
         ],
+    }
+
+
+@floor.route("/models/{name}/predict", methods=["POST"])
+def predict(name: str) -> dict[str, Any]:
+    assert floor.current_request is not None
+    rows = np.asarray(floor.current_request.json_body["instances"], dtype=np.float32)
+    labels, probabilities = session.run(None, {"float_input": rows})
+    return {
+        "predictions": [
+            {"label": label, "probabilities": row}
+            for label, row in zip(labels.tolist(), probabilities.tolist(), strict=True)
+        ]
     }

@@ -4,13 +4,17 @@ write without it (``bench.floor_app``), both measured in the same run.
     make bench-rest        (.venv/bin/python -m bench.rest)
 
 - Warm latency, p50 and p99: an API Gateway proxy event into the Chalice app
-  object to its response, iris through the alias ``bench`` (version 1, the
-  floor's model), for a 1-row and a 1,000-row V2 request; in one process, S3 is
-  moto's in-process mock. The two apps take turns in blocks, so that a noisy
-  neighbour hurts both alike. Turnout logs a line per prediction, as on Lambda
-  (where it goes to stdout): here the app's handler writes it to /dev/null, so
-  that building, formatting and writing it are measured. Target: Turnout within
-  1.5x the floor at p50.
+  object to its response, iris version 1 (the floor's model) through an alias,
+  for a 1-row V2 request, a 1-row instances request and a 1,000-row V2 request;
+  in one process, S3 is moto's in-process mock. The apps take turns in blocks,
+  so that a noisy neighbour hurts all alike. Turnout writes its metrics line per
+  request to stdout, as on Lambda, where stdout is a pipe: here a pipe too,
+  read by another process (``--logs devnull``: /dev/null). Turnout runs with data
+  capture at 100 % (alias ``bench-capture``) and off (alias ``bench``); the work
+  after each answer (capture writes) runs between calls, untimed, as the Lambda
+  extension runs it once the response is posted. Targets at p50, capture at
+  100 %: 1 row within 2x the floor, 1,000 rows within 1.2x; capture at 100 %
+  within 1.1x of capture off.
 - Cold start: a fresh process from its first import to the first answer, the
   model fetched from a moto server's S3 (``bench.coldstart``); the median of
   several runs, taking turns. Target: within 1.25x the floor.
@@ -21,17 +25,17 @@ Prints a table and writes it to ``bench/results/rest.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import io
 import json
-import logging
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +55,9 @@ from tools.devstack import (
 
 RESULTS = ROOT / "bench" / "results" / "rest.json"
 ALIAS = "bench"
+CAPTURED_ALIAS = "bench-capture"
 V2_PATH = "/v2/models/iris/infer"
+INSTANCES_PATH = "/models/iris/predict"
 IRIS_ROWS = np.array(
     [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]],
     dtype=np.float32,
@@ -132,78 +138,154 @@ def proxy_event(
     }
 
 
-def turnout_event(app: Any, rows: int) -> dict[str, Any]:
-    headers = {"Content-Type": "application/json", "X-Turnout-Alias": ALIAS}
-    return proxy_event(app, "POST", V2_PATH, headers, v2_request(rows))
+def instances_request(rows: int) -> str:
+    """An instances request body: ``rows`` iris rows."""
+    return json.dumps({"instances": np.resize(IRIS_ROWS, (rows, 4)).tolist()})
+
+
+# (path, request body) of each route measured.
+ROUTES: dict[str, tuple[str, Callable[[int], str]]] = {
+    "V2": (V2_PATH, v2_request),
+    "instances": (INSTANCES_PATH, instances_request),
+}
+
+
+def turnout_event(
+    app: Any, rows: int, route: str = "V2", alias: str = ALIAS
+) -> dict[str, Any]:
+    path, body = ROUTES[route]
+    headers = {"Content-Type": "application/json", "X-Turnout-Alias": alias}
+    return proxy_event(app, "POST", path, headers, body(rows))
+
+
+def floor_event(floor: Any, rows: int, route: str) -> dict[str, Any]:
+    path, body = ROUTES[route]
+    return proxy_event(
+        floor, "POST", path, {"Content-Type": "application/json"}, body(rows)
+    )
 
 
 def outputs_of(response: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The probabilities and labels of a V2 or an instances answer."""
     if response["statusCode"] != 200:
         raise RuntimeError(f"answered {response['statusCode']}: {response['body']}")
-    return {o["name"]: o["data"] for o in json.loads(response["body"])["outputs"]}
+    body = json.loads(response["body"])
+    if "outputs" in body:
+        return {o["name"]: o["data"] for o in body["outputs"]}
+    # Turnout names the classes (probabilities keyed by name), the floor does not.
+    rows = [row["probabilities"] for row in body["predictions"]]
+    return {
+        "probabilities": [
+            p for row in rows for p in (row.values() if isinstance(row, dict) else row)
+        ]
+    }
 
 
-def log_to(app: Any, stream: io.TextIOBase) -> None:
-    """Point the app's log handler (stdout, as on Lambda) at ``stream``."""
-    for handler in app.log.handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(stream)
+@contextlib.contextmanager
+def stdout_to(sink: str) -> Iterator[None]:
+    """Point sys.stdout (where the metrics lines go) at a pipe that another
+    process reads, as Lambda's runtime reads the function's stdout, or at
+    /dev/null."""
+    previous = sys.stdout
+    with contextlib.ExitStack() as stack:
+        if sink == "devnull":
+            sys.stdout = stack.enter_context(open(os.devnull, "w"))
+        else:
+            reader = subprocess.Popen(
+                ["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+            )
+            stack.callback(reader.wait, 10)
+            assert reader.stdin is not None
+            sys.stdout = stack.enter_context(
+                io.TextIOWrapper(reader.stdin, line_buffering=True)
+            )
+        try:
+            yield
+        finally:
+            sys.stdout = previous
 
 
-def check_prediction_logged(app: Any, call: Callable[[], object]) -> None:
-    """Turnout's per-prediction log line must be written, else it is not measured."""
-    written = io.StringIO()
-    log_to(app, written)
-    call()
-    if '"event": "prediction"' not in written.getvalue():
-        raise RuntimeError(f"no prediction log line was written: {written.getvalue()}")
+def check_metrics_written(
+    call: Callable[[], object], after: Callable[[], object]
+) -> None:
+    """Turnout's metrics line must be written, else it is not measured."""
+    previous, sys.stdout = sys.stdout, io.StringIO()
+    try:
+        call()
+        after()
+        written = sys.stdout.getvalue()
+    finally:
+        sys.stdout = previous
+    if '"event":"prediction"' not in written:
+        raise RuntimeError(f"no metrics line was written: {written!r}")
 
 
 def check_same_answer(turnout: Mapping[str, Any], floor: Mapping[str, Any]) -> None:
     """Both apps must compute the same thing, else the comparison means nothing."""
     ours, theirs = outputs_of(turnout), outputs_of(floor)
-    if ours["label"] != theirs["label"] or not np.allclose(
+    if ours.get("label") != theirs.get("label") or not np.allclose(
         ours["probabilities"], theirs["probabilities"], atol=1e-6
     ):
         raise RuntimeError("Turnout and the floor disagree on the predictions")
 
 
+def check_captured(s3: Any, bucket: str) -> None:
+    """Capture at 100 % must have written, else it is not measured."""
+    if not s3.list_objects_v2(Bucket=bucket).get("Contents"):
+        raise RuntimeError("capture at 100 % wrote nothing")
+
+
 # -- warm ------------------------------------------------------------------------
 
 
-def time_calls(call: Callable[[], object], count: int) -> list[float]:
+Contestant = tuple[Callable[[], object], Callable[[], object] | None]
+
+
+def time_calls(
+    call: Callable[[], object], count: int, after: Callable[[], object] | None = None
+) -> list[float]:
+    """Each call's latency; ``after`` runs between calls, untimed (the work a
+    Lambda extension does once the response is posted)."""
     timings = []
     for _ in range(count):
         started = time.perf_counter()
         call()
         timings.append(time.perf_counter() - started)
+        if after is not None:
+            after()
     return timings
 
 
 def interleaved(
-    floor: Callable[[], object],
-    turnout: Callable[[], object],
-    *,
-    rounds: int,
-    block: int,
-) -> tuple[list[float], list[float]]:
-    """Latencies of both, measured in alternating blocks after a warm-up."""
-    time_calls(floor, block)
-    time_calls(turnout, block)
-    floor_times: list[float] = []
-    turnout_times: list[float] = []
+    contestants: Mapping[str, Contestant], *, rounds: int, block: int
+) -> dict[str, list[float]]:
+    """Latencies of each, measured in alternating blocks after a warm-up."""
+    timings: dict[str, list[float]] = {name: [] for name in contestants}
+    for call, after in contestants.values():
+        time_calls(call, block, after)
     for _ in range(rounds):
-        floor_times += time_calls(floor, block)
-        turnout_times += time_calls(turnout, block)
-    return floor_times, turnout_times
+        for name, (call, after) in contestants.items():
+            timings[name] += time_calls(call, block, after)
+    return timings
 
 
 def percentile_ms(timings: Sequence[float], percent: float) -> float:
     return float(np.percentile(timings, percent)) * 1000.0
 
 
-def warm(scale: float) -> list[Result]:
-    """Warm p50/p99 for 1 and 1,000 rows, Turnout and the floor in one process."""
+# (route, rows, rounds, block, target ratio to the floor at p50)
+WARM_CASES = (
+    ("V2", 1, 40, 100, 2.0),
+    ("instances", 1, 40, 100, 2.0),
+    ("V2", 1000, 20, 20, 1.2),
+)
+# Capture at 100 % against capture off, p50.
+CAPTURE_TARGET = 1.10
+
+
+def warm(scale: float, sink: str) -> list[Result]:
+    """Warm p50/p99 for each case, Turnout (metrics to ``sink``, capture at 100 %
+    and off) and the floor in one process."""
     from moto import mock_aws
 
     settings = stage_settings()
@@ -212,15 +294,26 @@ def warm(scale: float) -> list[Result]:
     # The app reads its settings from the environment, as on Lambda.
     os.environ.clear()
     os.environ.update(environment | {"TURNOUT_MODEL_CACHE_DIR": cache.name})
-    with cache, mock_aws(), open(os.devnull, "w") as null:
+    with cache, mock_aws():
         import boto3
 
+        from chalicelib import wiring
+        from chalicelib.aliases import Capture
+        from chalicelib.background import BackgroundWork
         from chalicelib.registry import Registry
 
         s3 = boto3.client("s3")
-        create_buckets(s3, settings.model_bucket, settings.batch_bucket)
+        create_buckets(
+            s3, settings.model_bucket, settings.batch_bucket, settings.capture_bucket
+        )
         aliases = seed_registry(Registry(s3, settings.model_bucket), actor="bench")
         aliases.set_routing("iris", ALIAS, {1: 100}, actor="bench")
+        aliases.set_routing("iris", CAPTURED_ALIAS, {1: 100}, actor="bench")
+        aliases.set_capture("iris", CAPTURED_ALIAS, Capture(100), actor="bench")
+        # As on Lambda: the work after each answer waits for the extension,
+        # which runs it once the response is posted (here: between calls).
+        work = BackgroundWork(deferred=True)
+        wiring.install(wiring.Container(work=work))
 
         from chalice.local import LambdaContext
 
@@ -228,36 +321,56 @@ def warm(scale: float) -> list[Result]:
         from bench.floor_app import floor
 
         results = []
-        for rows, rounds, block in ((1, 40, 100), (1000, 20, 20)):
-            turnout_call = turnout_event(app, rows)
-            floor_call = proxy_event(
-                floor,
-                "POST",
-                V2_PATH,
-                {"Content-Type": "application/json"},
-                v2_request(rows),
-            )
+        for route, rows, rounds, block, target in WARM_CASES:
             context = LambdaContext("bench", memory_size=2048)
-            check_same_answer(app(turnout_call, context), floor(floor_call, context))
-            check_prediction_logged(app, functools.partial(app, turnout_call, context))
-            log_to(app, null)
-            floor_times, turnout_times = interleaved(
-                functools.partial(floor, floor_call, context),
-                functools.partial(app, turnout_call, context),
-                rounds=max(1, int(rounds * scale)),
-                block=block,
+            floor_call = functools.partial(
+                floor, floor_event(floor, rows, route), context
             )
-            size = f"{rows:,} row" + "s" * (rows > 1)
-            for percent, target in ((50, 1.5), (99, None)):
-                results.append(
-                    Result(
-                        f"warm p{percent}, {size}",
-                        percentile_ms(floor_times, percent),
-                        percentile_ms(turnout_times, percent),
-                        "ms",
-                        target,
-                    )
+            plain = functools.partial(
+                app, turnout_event(app, rows, route, ALIAS), context
+            )
+            captured = functools.partial(
+                app, turnout_event(app, rows, route, CAPTURED_ALIAS), context
+            )
+            with stdout_to("devnull"):
+                check_same_answer(plain(), floor_call())
+            check_metrics_written(plain, work.run_pending)
+            with stdout_to(sink):
+                timings = interleaved(
+                    {
+                        "floor": (floor_call, None),
+                        "off": (plain, work.run_pending),
+                        "captured": (captured, work.run_pending),
+                    },
+                    rounds=max(1, int(rounds * scale)),
+                    block=block,
                 )
+            check_captured(s3, settings.capture_bucket)
+            size = f"{route} {rows:,} row" + "s" * (rows > 1)
+            floor_times, off, on = timings["floor"], timings["off"], timings["captured"]
+            results += [
+                Result(
+                    f"warm p50, {size}",
+                    percentile_ms(floor_times, 50),
+                    percentile_ms(on, 50),
+                    "ms",
+                    target,
+                ),
+                Result(
+                    f"warm p99, {size}",
+                    percentile_ms(floor_times, 99),
+                    percentile_ms(on, 99),
+                    "ms",
+                    None,
+                ),
+                Result(
+                    f"capture on/off p50, {size}",
+                    percentile_ms(off, 50),
+                    percentile_ms(on, 50),
+                    "ms",
+                    CAPTURE_TARGET,
+                ),
+            ]
     return results
 
 
@@ -338,14 +451,14 @@ def cold(runs: int) -> list[Result]:
 
 def table(results: Sequence[Result]) -> str:
     lines = [
-        f"{'measure':<28}{'floor':>12}{'Turnout':>12}{'ratio':>8}  {'target':<9}",
-        "-" * 72,
+        f"{'measure':<38}{'floor':>11}{'Turnout':>11}{'ratio':>8}  {'target':<9}",
+        "-" * 80,
     ]
     for result in results:
         target = f"<= {result.target}x" if result.target else "(report)"
         lines.append(
-            f"{result.measure:<28}{result.floor:>9.3f} {result.unit:<2}"
-            f"{result.turnout:>9.3f} {result.unit:<2}"
+            f"{result.measure:<38}{result.floor:>8.3f} {result.unit:<2}"
+            f"{result.turnout:>8.3f} {result.unit:<2}"
             f"{result.ratio:>7.2f}x  {target:<9} {result.verdict}"
         )
     return "\n".join(lines)
@@ -357,8 +470,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--scale", type=float, default=1.0, help="multiply the warm rounds"
     )
     parser.add_argument("--cold-runs", type=int, default=11)
+    parser.add_argument(
+        "--logs",
+        choices=["pipe", "devnull"],
+        default="pipe",
+        help="where the metrics lines go: a pipe, as Lambda's stdout (default)",
+    )
     arguments = parser.parse_args(argv)
-    results = warm(arguments.scale) + cold(arguments.cold_runs)
+    results = warm(arguments.scale, arguments.logs) + cold(arguments.cold_runs)
     print(table(results))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(

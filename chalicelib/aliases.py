@@ -58,6 +58,39 @@ class Shadow:
         return {"version": self.version, "percent": self.percent}
 
 
+CAPTURE_PARTS = ("inputs", "outputs")
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Data capture: ``percent`` % of the alias's answered requests are written
+    to the capture bucket, with the ``keep`` parts (inputs, outputs or both)."""
+
+    percent: float
+    keep: tuple[str, ...] = CAPTURE_PARTS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"percent": self.percent, "keep": list(self.keep)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Capture:
+        return cls(_number(data["percent"]), tuple(str(p) for p in data["keep"]))
+
+
+def validate_capture(capture: Capture) -> None:
+    """Pure checks of a capture setting; InvalidAliasError names the rule broken."""
+    if not math.isfinite(capture.percent) or not 0 < capture.percent <= 100:
+        raise InvalidAliasError(
+            f"capture percentage {capture.percent} is not in (0, 100]"
+        )
+    unknown = sorted(set(capture.keep) - set(CAPTURE_PARTS))
+    if unknown or not capture.keep:
+        raise InvalidAliasError(
+            f"capture keeps {', '.join(CAPTURE_PARTS)} (one or both), "
+            f"not {', '.join(unknown) or 'nothing'}"
+        )
+
+
 @dataclass(frozen=True)
 class Revision:
     revision: int
@@ -66,9 +99,10 @@ class Revision:
     updated_at: str
     actor: str
     reason: str
+    capture: Capture | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "revision": self.revision,
             "weights": {str(v): w for v, w in sorted(self.weights.items())},
             "shadow": self.shadow.to_dict() if self.shadow else None,
@@ -76,10 +110,16 @@ class Revision:
             "actor": self.actor,
             "reason": self.reason,
         }
+        # Written only when set: documents of aliases that never captured stay
+        # as they were.
+        if self.capture is not None:
+            document["capture"] = self.capture.to_dict()
+        return document
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Revision:
         shadow = data.get("shadow")
+        capture = data.get("capture")
         return cls(
             revision=int(data["revision"]),
             weights={int(v): _number(w) for v, w in data["weights"].items()},
@@ -89,6 +129,7 @@ class Revision:
             updated_at=str(data.get("updated_at", "")),
             actor=str(data.get("actor", "")),
             reason=str(data.get("reason", "")),
+            capture=Capture.from_dict(capture) if capture else None,
         )
 
     def versions(self) -> set[int]:
@@ -121,6 +162,10 @@ class AliasDocument:
     @property
     def shadow(self) -> Shadow | None:
         return self.current.shadow
+
+    @property
+    def capture(self) -> Capture | None:
+        return self.current.capture
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -272,6 +317,7 @@ class AliasStore:
                 updated_at="",
                 actor=actor,
                 reason=reason,
+                capture=previous.capture if previous else None,
             ),
             expected_revision=expected_revision,
         )
@@ -316,11 +362,39 @@ class AliasStore:
                 raise RevisionNotFoundError(name, alias, wanted)
             return replace(
                 target,
+                capture=document.capture,
                 actor=actor,
                 reason=reason or f"rollback to revision {target.revision}",
             )
 
         return self._write_revision(name, alias, restore, expected_revision=None)
+
+    def set_capture(
+        self,
+        name: str,
+        alias: str,
+        capture: Capture | None,
+        *,
+        actor: str,
+        reason: str = "",
+    ) -> AliasDocument:
+        """Capture ``capture.percent`` % of the alias's requests (None: stop), as a
+        new revision with the same routing. AliasNotFoundError if the alias does
+        not exist."""
+        if capture is not None:
+            validate_capture(capture)
+
+        def recapture(document: AliasDocument | None) -> Revision:
+            if document is None:
+                raise AliasNotFoundError(name, alias)
+            default = (
+                f"capture {_number(capture.percent)}%" if capture else "capture off"
+            )
+            return replace(
+                document.current, capture=capture, actor=actor, reason=reason or default
+            )
+
+        return self._write_revision(name, alias, recapture, expected_revision=None)
 
     def _write_revision(
         self,

@@ -63,6 +63,7 @@ from chalicelib.names import (
     validate_alias_name,
     validate_model_name,
 )
+from chalicelib.observe import Observer, observe_batch_file
 from chalicelib.predict import Predictor, Target
 from chalicelib.registry import iso_timestamp, utc_now
 
@@ -654,6 +655,7 @@ def process_upload(
     settings: Settings,
     seconds_left: Callable[[], float],
     clock: Callable[[], datetime] = utc_now,
+    observers: Observer | None = None,
 ) -> dict[str, Any] | None:
     """Process the file uploaded at ``key`` (already URL-decoded), once per ETag.
 
@@ -662,6 +664,7 @@ def process_upload(
     ``key`` is not a batch input or no longer exists. Errors that the file or the
     registry explain end in a failed manifest; other errors are recorded as a
     retryable failure and raised again, so that Lambda retries the event.
+    ``observers`` get each processed file's Observation (metrics).
     """
     if not is_batch_input(key):
         logger.info(json.dumps({"event": "batch_ignored", "key": key}))
@@ -682,7 +685,7 @@ def process_upload(
         seconds_left=seconds_left,
         clock=clock,
     )
-    return job.run()
+    return observe_batch_file(observers, job.run())
 
 
 class BatchJob:

@@ -56,6 +56,12 @@ class Settings:
     # batch_safety_seconds (a function with 3 s still gets 2.7 s of work).
     batch_safety_seconds: float = 20.0
     batch_safety_fraction: float = 0.1
+    # Data capture (per alias, `turnout capture set`): the bucket written to
+    # (capture is off when unset), and when a container writes its buffer: once
+    # it holds this many requests, or its oldest is this old as a request comes.
+    capture_bucket: str = ""
+    capture_flush_records: int = 100
+    capture_flush_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -23,7 +23,7 @@ from chalicelib.predict import (
     primary_version,
     row_count,
 )
-from chalicelib.version_manifest import Manifest
+from chalicelib.version_manifest import Manifest, classifier_outputs
 
 PLATFORM = "onnxruntime_onnx"
 
@@ -43,6 +43,7 @@ class DataPlane:
     def __init__(self, predictor: Predictor, *, max_rows: int) -> None:
         self.predictor = predictor
         self.max_rows = max_rows
+        self._labels: dict[tuple[str, int], str | None] = {}
 
     @property
     def default_alias(self) -> str:
@@ -140,11 +141,8 @@ class DataPlane:
     ) -> Prediction:
         observation.rows = row_count(inputs)
         observation.inputs = inputs
-        prediction = self.predictor.run(
-            target, inputs, outputs=outputs, request_id=observation.request_id
-        )
-        observation.model_ms = prediction.latency_ms
-        observation.outputs = prediction.outputs
+        prediction = self.predictor.run(target, inputs, outputs=outputs)
+        self._observe_run(observation, target, prediction)
         return prediction
 
     def _resolve(
@@ -161,6 +159,23 @@ class DataPlane:
         )
         observation.version = target.version
         observation.alias = target.alias
-        if target.shadow is not None:
-            observation.shadow_version = target.shadow.version
+        observation.shadow_version = target.shadow
         return target
+
+    def _observe_run(
+        self, observation: Observation, target: Target, prediction: Prediction
+    ) -> None:
+        observation.model_ms = prediction.latency_ms
+        observation.outputs = outputs = prediction.outputs
+        label = self._label_output(target.manifest)
+        if label is not None:
+            observation.labels = outputs.get(label)
+
+    def _label_output(self, manifest: Manifest) -> str | None:
+        """The name of a classifier's label output, None for other models; looked
+        up once per version."""
+        key = (manifest.name, manifest.version)
+        if key not in self._labels:
+            found = classifier_outputs(manifest.signature)
+            self._labels[key] = found.label.name if found and found.label else None
+        return self._labels[key]

@@ -1,41 +1,46 @@
-"""What happens after each prediction: one Observation per REST request or batch
-file, handed to every observer once the outcome is known.
+"""What happens after each prediction: one Observation per REST request, shadow
+run or batch file, handed to every observer once the outcome is known.
 
 The protocol layers fill an Observation as they learn its parts (the version
 that answers, the rows, the model's run time) and close it with the outcome,
 so a refusal is still attributed to the version whose signature refused it.
-Observers (the prediction log today; metrics and capture next) never see an
-HTTP request or an S3 event, and an observer that fails never fails the
-prediction it observes.
+Observers (the metrics line, shadow runs, data capture) never see an HTTP
+request or an S3 event, and an observer that fails never fails the prediction
+it observes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 logger = logging.getLogger("turnout.predictions")
 
-REST, BATCH = "rest", "batch"
+REST, SHADOW, BATCH = "rest", "shadow", "batch"
 OK, CLIENT_ERROR, SERVER_ERROR = "ok", "client_error", "server_error"
 
 
 # Built for every request: a frozen dataclass would cost three times as much.
 @dataclass(slots=True)
 class Observation:
-    """One prediction request (REST) or one batch file, as observers see it.
+    """One prediction request (REST), shadow run or batch file, as observers see
+    it.
 
     ``latency_ms`` is the whole request or file, ``model_ms`` the time spent in
     the model itself. ``outcome`` is OK, CLIENT_ERROR or SERVER_ERROR and
     ``status`` the HTTP status (REST) or the job's status (batch). ``inputs``
     and ``outputs`` are the arrays themselves (REST), for observers that keep
-    samples of them; None when not kept (batch) or never reached.
+    samples of them; None when not kept (batch) or never reached. ``labels``
+    are a classifier's predicted labels. A shadow run's ``version`` is the
+    shadow's, ``primary_version`` the version it is compared with and
+    ``agreement`` the share of rows where they agree. A batch file's ``rows``
+    are the rows read, of which ``rows_predicted`` were predicted and
+    ``rows_rejected`` went to the error report.
     """
 
     source: str
@@ -53,6 +58,11 @@ class Observation:
     error: str | None = None
     inputs: Mapping[str, np.ndarray] | None = None
     outputs: Mapping[str, np.ndarray] | None = None
+    labels: np.ndarray | None = None
+    primary_version: int | None = None
+    agreement: float | None = None
+    rows_predicted: int = 0
+    rows_rejected: int = 0
 
     @property
     def routing_key_hash(self) -> str | None:
@@ -88,46 +98,36 @@ class Observers:
                 )
 
 
-# The JSON line logged for each observation. Filled in by %-formatting, which
-# costs a fraction of json.dumps on a dict, on a path that takes tens of
-# microseconds; strings are quoted with json.dumps and None is written as null.
-_RECORD = (
-    '{"event": "prediction", "source": %s, "request_id": %s, "model": %s, '
-    '"version": %s, "alias": %s, "rows": %d, "status": %s, "outcome": %s, '
-    '"latency_ms": %.3f, "model_ms": %.3f, "routing_key_hash": %s, '
-    '"shadow_version": %s, "error": %s}'
-)
-
-
-def _json(value: object) -> str:
-    return "null" if value is None else json.dumps(value)
-
-
-class PredictionLog:
-    """One JSON line per observation on the ``turnout.predictions`` logger: the
-    record that makes every answer attributable to its version."""
-
-    def observe(self, observation: Observation) -> None:
-        # Warm requests take tens of microseconds: build the record only if kept.
-        if not logger.isEnabledFor(logging.INFO):
-            return
-        args = (
-            _json(observation.source),
-            _json(observation.request_id),
-            _json(observation.model),
-            _json(observation.version),
-            _json(observation.alias),
-            observation.rows,
-            _json(observation.status),
-            _json(observation.outcome),
-            observation.latency_ms,
-            observation.model_ms,
-            _json(observation.routing_key_hash),
-            _json(observation.shadow_version),
-            _json(observation.error),
+def observe_batch_file[Result: Mapping[str, Any]](
+    observers: Observer | None, result: Result | None
+) -> Result | None:
+    """Hand a processed batch file to ``observers`` as one BATCH Observation
+    built from its final manifest (rows read, predicted and rejected, seconds,
+    status); skipped, lost or ignored uploads are not observed. Returns
+    ``result`` unchanged, so that the job can return through it."""
+    if observers is None or not result or result.get("action") != "processed":
+        return result
+    manifest = result["manifest"]
+    rows = manifest["rows"]
+    status = manifest["status"]
+    if status != "failed":
+        outcome = OK
+    else:
+        outcome = SERVER_ERROR if manifest.get("retryable") else CLIENT_ERROR
+    observers.observe(
+        Observation(
+            BATCH,
+            manifest["run_id"],
+            model=manifest["model"] or "",
+            version=manifest["version"],
+            alias=manifest["alias"],
+            rows=rows["read"],
+            rows_predicted=rows["predicted"],
+            rows_rejected=rows["rejected"],
+            latency_ms=(manifest["seconds"] or 0.0) * 1000.0,
+            outcome=outcome,
+            status=status,
+            error=manifest.get("error"),
         )
-        # logger.info without its search of the call stack for the caller's line
-        # (a third of its cost): records name this module, without a line number.
-        level = logging.WARNING if observation.outcome == SERVER_ERROR else logging.INFO
-        record = logger.makeRecord(logger.name, level, __file__, 0, _RECORD, args, None)
-        logger.handle(record)
+    )
+    return result

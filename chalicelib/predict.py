@@ -1,20 +1,18 @@
-"""The prediction core: resolve who answers, check the inputs, run, shadow.
+"""The prediction core: resolve who answers (and which shadow gets a copy),
+check the inputs, run.
 
 Called the same way by the REST protocols and by batch jobs; it never sees an
-HTTP request or an S3 event, and they never see onnxruntime.
+HTTP request or an S3 event, and they never see onnxruntime. Shadow runs happen
+after the answer (``chalicelib.shadow``).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -29,20 +27,19 @@ from chalicelib.errors import (
 from chalicelib.models import ModelCache
 from chalicelib.names import validate_model_name
 from chalicelib.registry import ManifestCache, Registry
-from chalicelib.traffic import choose_version, sample_shadow
+from chalicelib.traffic import choose_version, sampled
 from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
-
-logger = logging.getLogger("turnout.predictions")
 
 
 # Built for every request: a frozen dataclass would cost three times as much.
 @dataclass(slots=True)
 class Target:
-    """The version that answers a request, how it was chosen, and its shadow."""
+    """The version that answers a request, how it was chosen, and the version
+    sampled to get a copy of it as shadow."""
 
     manifest: Manifest
     alias: str | None
-    shadow: Manifest | None = None
+    shadow: int | None = None
 
     @property
     def name(self) -> str:
@@ -107,7 +104,7 @@ def primary_version(document: AliasDocument) -> int:
 
 
 class Predictor:
-    """Resolves versions through the registry and aliases, runs them, logs each run."""
+    """Resolves versions through the registry and aliases and runs them."""
 
     def __init__(
         self,
@@ -118,7 +115,6 @@ class Predictor:
         *,
         default_alias: str,
         draw: Callable[[], float] = random.random,
-        shadow_workers: int = 1,
     ) -> None:
         self.registry = registry
         self.aliases = aliases
@@ -127,9 +123,6 @@ class Predictor:
         self.default_alias = default_alias
         self._draw = draw
         self._lock = threading.Lock()
-        self._shadow_workers = shadow_workers
-        self._shadow_pool: ThreadPoolExecutor | None = None
-        self._shadow_futures: list[Future[None]] = []
 
     # -- resolving -------------------------------------------------------------
 
@@ -160,7 +153,8 @@ class Predictor:
         routing_key: str | None = None,
     ) -> Target:
         """Who answers: ``version`` if given, else the alias's weighted choice (by
-        ``routing_key`` when given, else at random), with its sampled shadow."""
+        ``routing_key`` when given, else at random), with its sampled shadow
+        version (whose manifest is read after the answer, by the shadow run)."""
         if version is not None:
             validate_model_name(name)
             return Target(self.manifest(name, version), alias=None)
@@ -168,28 +162,9 @@ class Predictor:
         chosen = choose_version(document.weights, routing_key, self._draw)
         primary = self.manifest(name, chosen)
         shadow = None
-        if document.shadow and sample_shadow(document.shadow.percent, self._draw):
-            shadow = self._shadow_manifest(name, document.shadow.version)
+        if document.shadow and sampled(document.shadow.percent, self._draw):
+            shadow = document.shadow.version
         return Target(primary, alias=document.alias, shadow=shadow)
-
-    def _shadow_manifest(self, name: str, version: int) -> Manifest | None:
-        """The shadow's manifest, or None (logged) when it cannot be read: a
-        shadow's failure never touches the caller's answer."""
-        try:
-            return self.manifest(name, version)
-        except Exception as error:
-            logger.warning(
-                json.dumps(
-                    {
-                        "event": "shadow",
-                        "model": name,
-                        "shadow_version": version,
-                        "ok": False,
-                        "error": str(error) or type(error).__name__,
-                    }
-                )
-            )
-            return None
 
     def describe(
         self, name: str, *, version: int | None = None, alias: str | None = None
@@ -212,9 +187,10 @@ class Predictor:
         request_id: str = "",
     ) -> Prediction:
         """Run the target version on ``inputs`` (checked against its signature) and
-        return the requested ``outputs`` (all when None); start its shadow copy.
-        Who observes the run (logs, metrics) is the caller's business: a REST
-        request or a batch file, not each call."""
+        return the requested ``outputs`` (all when None). Who observes the run
+        (metrics, shadow runs, capture) is the caller's business: a REST request
+        or a batch file, not each call. ``request_id`` is unused: batch jobs still
+        pass it."""
         manifest = target.manifest
         check_inputs(manifest.signature, inputs)
         names = [spec.name for spec in manifest.outputs]
@@ -229,8 +205,6 @@ class Predictor:
         started = time.perf_counter()
         results = self._execute(manifest, names, inputs)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        if target.shadow is not None:
-            self._start_shadow(target, inputs, results, request_id)
         return Prediction(target=target, outputs=results, latency_ms=latency_ms)
 
     def _execute(
@@ -247,63 +221,6 @@ class Predictor:
         return {
             name: np.asarray(value) for name, value in zip(names, values, strict=True)
         }
-
-    def _start_shadow(
-        self,
-        target: Target,
-        inputs: Mapping[str, np.ndarray],
-        primary: dict[str, np.ndarray],
-        request_id: str,
-    ) -> None:
-        with self._lock:
-            if self._shadow_pool is None:
-                self._shadow_pool = ThreadPoolExecutor(
-                    self._shadow_workers, thread_name_prefix="turnout-shadow"
-                )
-            self._shadow_futures = [f for f in self._shadow_futures if not f.done()]
-            future = self._shadow_pool.submit(
-                self._run_shadow, target, dict(inputs), primary, request_id
-            )
-            self._shadow_futures.append(future)
-
-    def _run_shadow(
-        self,
-        target: Target,
-        inputs: dict[str, np.ndarray],
-        primary: dict[str, np.ndarray],
-        request_id: str,
-    ) -> None:
-        """Run the shadow and log how it compares; it never raises."""
-        assert target.shadow is not None
-        shadow = target.shadow
-        record: dict[str, Any] = {
-            "event": "shadow",
-            "request_id": request_id,
-            "model": shadow.name,
-            "version": target.version,
-            "shadow_version": shadow.version,
-            "alias": target.alias,
-            "rows": row_count(inputs),
-        }
-        started = time.perf_counter()
-        try:
-            names = [spec.name for spec in shadow.outputs]
-            check_inputs(shadow.signature, inputs)
-            results = self._execute(shadow, names, inputs)
-            record["ok"] = True
-            record["agreement"] = agreement(target.manifest, primary, shadow, results)
-        except Exception as error:
-            record["ok"] = False
-            record["error"] = str(error) or type(error).__name__
-        record["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
-        logger.info(json.dumps(record))
-
-    def wait_for_shadows(self, timeout: float = 30.0) -> None:
-        """Block until the shadow runs started so far have finished."""
-        with self._lock:
-            pending = list(self._shadow_futures)
-        for future in pending:
-            future.result(timeout=timeout)
 
 
 def row_count(inputs: Mapping[str, np.ndarray]) -> int:
@@ -323,7 +240,12 @@ def agreement(
     class for classifiers, a value within 1% for single-output regressors."""
     ours = classifier_outputs(primary_manifest.signature)
     theirs = classifier_outputs(shadow_manifest.signature)
-    if ours is not None and theirs is not None:
+    if (
+        ours is not None
+        and theirs is not None
+        and ours.probabilities.name in primary
+        and theirs.probabilities.name in shadow
+    ):
         left = np.argmax(primary[ours.probabilities.name], axis=1)
         right = np.argmax(shadow[theirs.probabilities.name], axis=1)
         return float(np.mean(left == right)) if left.size else None

@@ -58,6 +58,7 @@ def choose_version(
     return live[-1][0]
 
 
-def sample_shadow(percent: float, draw: Callable[[], float]) -> bool:
-    """Whether this request is copied to the shadow (``percent`` in 0..100)."""
+def sampled(percent: float, draw: Callable[[], float]) -> bool:
+    """Whether this request is in a ``percent`` % sample (0..100): copied to a
+    shadow, captured."""
     return draw() * 100.0 < percent

@@ -1,8 +1,9 @@
 """Per-container wiring: every collaborator the functions use, built lazily once
 and kept while the Lambda container is warm.
 
-A Container holds the settings, the AWS clients, the clock and the random source
-and builds the registry, the caches, the prediction core, the observers and the
+A Container holds the settings, the AWS clients, the clocks and the random source
+and builds the registry, the caches, the prediction core, the observers (the
+metrics line, shadow runs, data capture), the work done after answers and the
 REST API from them, each on first use (a health check builds none of the model
 machinery). ``app.py`` asks ``container()`` for what a handler needs; tests
 ``install`` a container of their own, with a moto client, a fake clock and a
@@ -18,16 +19,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from chalicelib import extension
 from chalicelib.aliases import AliasCache
+from chalicelib.background import BackgroundWork
 from chalicelib.config import Settings
+from chalicelib.emf import MetricsLog
 from chalicelib.models import ArtifactFiles, ModelCache
-from chalicelib.observe import Observer, Observers, PredictionLog
+from chalicelib.observe import Observer, Observers
 from chalicelib.predict import Predictor
 from chalicelib.registry import ManifestCache, Registry
+from chalicelib.shadow import ShadowRuns
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from chalicelib.capture import DataCapture
     from chalicelib.dataplane import DataPlane
     from chalicelib.rest import RestApi
 
@@ -63,8 +69,11 @@ class Container:
     ``settings`` defaults to the environment read on first use (Chalice applies
     the stage's environment before the first handler runs), with ``overrides``
     (read then too) on top. ``s3`` and ``batch_s3`` default to real clients (moto when
-    AWS_ENDPOINT_URL says so); ``clock`` is monotonic seconds and ``rng`` the
-    random source of the traffic split and shadow sampling.
+    AWS_ENDPOINT_URL says so); ``clock`` is monotonic seconds, ``wall_clock``
+    seconds since the epoch (metric and capture times) and ``rng`` the random
+    source of the traffic split, shadow and capture sampling. ``observers``
+    replaces the default ones; ``work`` runs what is done after answers
+    (deferred to the extension on Lambda, on a thread elsewhere).
     """
 
     def __init__(
@@ -75,16 +84,20 @@ class Container:
         s3: S3Client | None = None,
         batch_s3: S3Client | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         observers: Sequence[Observer] | None = None,
+        work: BackgroundWork | None = None,
     ) -> None:
         self._settings = settings
         self._overrides = overrides or {}
         self._s3 = s3
         self._batch_s3 = batch_s3
         self.clock = clock
+        self.wall_clock = wall_clock
         self.rng = rng or random.Random()
         self._observers = observers
+        self._work = work
 
     @functools.cached_property
     def settings(self) -> Settings:
@@ -134,9 +147,46 @@ class Container:
         )
 
     @functools.cached_property
+    def work(self) -> BackgroundWork:
+        return self._work or BackgroundWork(deferred=extension.active())
+
+    @functools.cached_property
+    def metrics(self) -> MetricsLog:
+        return MetricsLog(wall_clock=self.wall_clock, work=self.work)
+
+    @functools.cached_property
     def observers(self) -> Observers:
-        chosen = self._observers
-        return Observers([PredictionLog()] if chosen is None else chosen)
+        if self._observers is not None:
+            return Observers(self._observers)
+        metrics = self.metrics
+        chosen: list[Observer] = [
+            metrics,
+            ShadowRuns(self.predictor, self.work, metrics.observe),
+        ]
+        if self.capture is not None:
+            chosen.append(self.capture)
+        return Observers(chosen)
+
+    @functools.cached_property
+    def capture(self) -> DataCapture | None:
+        """The data capture observer; None when no capture bucket is set."""
+        settings = self.settings
+        if not settings.capture_bucket:
+            return None
+        from chalicelib.capture import DataCapture
+
+        return DataCapture(
+            self.predictor.aliases,
+            self.s3,
+            settings.capture_bucket,
+            self.work,
+            draw=self.rng.random,
+            on_failure=self.metrics.capture_failed,
+            flush_records=settings.capture_flush_records,
+            flush_seconds=settings.capture_flush_seconds,
+            wall_clock=self.wall_clock,
+            clock=self.clock,
+        )
 
     @functools.cached_property
     def data_plane(self) -> DataPlane:
@@ -151,9 +201,10 @@ class Container:
         return RestApi(self.data_plane, self.settings, self.observers)
 
     def wait_for_background_work(self, timeout: float = 30.0) -> None:
-        """Block until work started after answers (shadow runs) has finished."""
-        if "predictor" in vars(self):
-            self.predictor.wait_for_shadows(timeout)
+        """Block until work submitted after answers (shadow runs, capture writes)
+        has finished."""
+        if "work" in vars(self):
+            self.work.wait(timeout)
 
 
 _current: Container | None = None

@@ -30,6 +30,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -38,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote_plus, unquote_plus
 
 import boto3
@@ -46,6 +47,7 @@ import boto3
 from chalicelib.aliases import AliasStore
 from chalicelib.config import INCOMING_PREFIX, Settings
 from chalicelib.registry import Registry
+from tools.emf_forward import LogForwarder
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -147,6 +149,11 @@ def s3_client(endpoint_url: str) -> S3Client:
 def sqs_client(endpoint_url: str) -> SQSClient:
     """An SQS client on the moto server, with fake credentials."""
     return _session().client("sqs", endpoint_url=endpoint_url)
+
+
+def cloudwatch_client(endpoint_url: str) -> Any:
+    """A CloudWatch client on the moto server, with fake credentials."""
+    return _session().client("cloudwatch", endpoint_url=endpoint_url)
 
 
 # -- child processes -----------------------------------------------------------
@@ -751,6 +758,7 @@ class DevStack:
         settings = stage_settings(stage)
         self.model_bucket = settings.model_bucket
         self.batch_bucket = settings.batch_bucket
+        self.capture_bucket = settings.capture_bucket
         self.alias_cache_seconds = settings.alias_cache_seconds
         self.queue_name = f"turnout-batch-events-{stage}"
         self._moto_port = moto_port
@@ -763,10 +771,22 @@ class DevStack:
         self.api: Server | None = None
         self.pump: ChildProcess | None = None
         self.queue_url = ""
+        self.metrics: LogForwarder | None = None
+        self._echoed_logs: Path | None = None
 
     def _log(self, name: str, *, quiet: bool = False) -> Path | None:
+        if self._log_dir is None and not quiet:
+            # Logged to a file all the same, which the metrics forwarder reads and
+            # copies to this terminal.
+            if self._echoed_logs is None:
+                self._echoed_logs = Path(
+                    self._stack.enter_context(
+                        tempfile.TemporaryDirectory(prefix="turnout-dev-logs-")
+                    )
+                )
+            return self._echoed_logs / f"{name}.log"
         if self._log_dir is None:
-            return Path(os.devnull) if quiet else None
+            return Path(os.devnull)
         self._log_dir.mkdir(parents=True, exist_ok=True)
         return self._log_dir / f"{name}.log"
 
@@ -799,7 +819,9 @@ class DevStack:
         self._stack.callback(self.moto.stop)
         self.s3 = s3_client(self.endpoint_url)
         self.sqs = sqs_client(self.endpoint_url)
-        create_buckets(self.s3, self.model_bucket, self.batch_bucket)
+        create_buckets(
+            self.s3, self.model_bucket, self.batch_bucket, self.capture_bucket
+        )
         self.queue_url = connect_bucket_events(
             self.s3, self.sqs, self.batch_bucket, self.queue_name
         )
@@ -816,6 +838,16 @@ class DevStack:
             log=self._log("chalice-local"),
         )
         self._stack.callback(self.api.stop)
+        self.metrics = start_metrics_forwarder(
+            self.endpoint_url,
+            [
+                child.log
+                for child in (self.pump, self.api.child)
+                if child is not None and child.log is not None
+            ],
+            echo=sys.stdout if self._log_dir is None else None,
+        )
+        self._stack.callback(self.metrics.stop)
         self.registry = Registry(self.s3, self.model_bucket)
         self.aliases = seed_registry(self.registry)
         self.api.wait_until_ready(self._startup_timeout)
@@ -850,6 +882,14 @@ class DevStack:
         traceback: TracebackType | None,
     ) -> None:
         self._stack.close()
+
+
+def start_metrics_forwarder(
+    endpoint_url: str, logs: Sequence[Path], *, echo: TextIO | None
+) -> LogForwarder:
+    """Forward the EMF metrics in ``logs`` to the moto server's CloudWatch (and
+    copy the logs to ``echo``): what CloudWatch Logs does on AWS."""
+    return LogForwarder(cloudwatch_client(endpoint_url), logs, echo=echo).start()
 
 
 # -- make dev ----------------------------------------------------------------------

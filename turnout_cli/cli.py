@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -26,7 +27,14 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from chalicelib.aliases import AliasDocument, AliasStore, Revision, Shadow
+from chalicelib.aliases import (
+    CAPTURE_PARTS,
+    AliasDocument,
+    AliasStore,
+    Capture,
+    Revision,
+    Shadow,
+)
 from chalicelib.config import Settings
 from chalicelib.documents import error_code
 from chalicelib.errors import (
@@ -35,6 +43,7 @@ from chalicelib.errors import (
     ModelTooLargeError,
     TurnoutError,
 )
+from chalicelib.metrics_report import VersionMetrics, parse_since, version_metrics
 from chalicelib.names import parse_version
 from chalicelib.registry import Registry
 from chalicelib.version_manifest import Manifest, TensorSpec
@@ -257,6 +266,16 @@ def s3_client(endpoint_url: str | None) -> S3Client:
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url or None)
 
 
+def cloudwatch_client(endpoint_url: str | None) -> Any:
+    """A CloudWatch client on ``endpoint_url`` (None: AWS itself); tests replace
+    this."""
+    import boto3
+
+    return boto3.session.Session().client(
+        "cloudwatch", endpoint_url=endpoint_url or None
+    )
+
+
 @dataclass
 class Session:
     """What the global options decide; the registry is built on first use."""
@@ -383,7 +402,7 @@ def _fail(message: str, exit_code: int) -> NoReturn:
     "--endpoint-url",
     envvar="AWS_ENDPOINT_URL",
     show_envvar=True,
-    help="Another S3 endpoint, such as a local moto server.",
+    help="Another AWS endpoint (S3, CloudWatch), such as a local moto server.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
@@ -786,6 +805,157 @@ def batch_retry(session: Session, key: str, batch_bucket: str) -> None:
             "function a new event",
             f"follow it with: turnout batch status {key}",
         ],
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}%"
+
+
+def _milliseconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def metrics_lines(name: str, figures: Sequence[VersionMetrics]) -> list[str]:
+    """Each version's figures, for people."""
+    if not figures:
+        return [f"no metrics for {name} in that window"]
+    headers = "VERSION REQUESTS ERRORS MEAN_MS P50_MS P99_MS SHADOW AGREEMENT"
+    return format_table(
+        headers.split(),
+        [
+            (
+                f.version,
+                f.requests,
+                _percent(None if f.error_rate is None else 100 * f.error_rate),
+                _milliseconds(f.latency_mean_ms),
+                _milliseconds(f.latency_p50_ms),
+                _milliseconds(f.latency_p99_ms),
+                f.shadow_runs,
+                _percent(f.shadow_agreement),
+            )
+            for f in figures
+        ],
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--alias", help="Only the requests this alias routed.")
+@click.option(
+    "--since",
+    default="1h",
+    show_default=True,
+    callback=_using(parse_since),
+    help="How far back: 30m, 1h, 7d...",
+)
+@pass_session
+def metrics(session: Session, name: str, alias: str | None, since: timedelta) -> None:
+    """Per version of NAME: requests, error rate, latency, shadow agreement
+    (from CloudWatch)."""
+    figures = version_metrics(
+        cloudwatch_client(session.endpoint_url),
+        name,
+        alias=alias,
+        since=since,
+        now=datetime.now(UTC),
+    )
+    session.emit([f.to_dict() for f in figures], metrics_lines(name, figures))
+
+
+@cli.group()
+def capture() -> None:
+    """Data capture per alias: set, show, off (written to TURNOUT_CAPTURE_BUCKET)."""
+
+
+def parse_capture_parts(text: str) -> tuple[str, ...]:
+    """'inputs,outputs' -> ('inputs', 'outputs'); ValueError for anything else."""
+    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [part for part in parts if part not in CAPTURE_PARTS]
+    if unknown or not parts:
+        raise ValueError(f"--keep takes {' and/or '.join(CAPTURE_PARTS)}, not {text!r}")
+    return parts
+
+
+def capture_lines(document: AliasDocument) -> list[str]:
+    """What an alias captures, for people."""
+    where = f"{document.name}@{document.alias} revision {document.revision}"
+    found = document.capture
+    if found is None:
+        return [f"{where} captures nothing"]
+    return [
+        f"{where} captures {_quantity(found.percent)}% of the requests, "
+        f"keeping {' and '.join(found.keep)}"
+    ]
+
+
+def _emit_capture(session: Session, document: AliasDocument) -> None:
+    found = document.capture
+    session.emit(
+        {
+            "name": document.name,
+            "alias": document.alias,
+            "revision": document.revision,
+            "capture": found.to_dict() if found else None,
+        },
+        capture_lines(document),
+    )
+
+
+@capture.command("set")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("percent", callback=_using(lambda text: _number(text, "percentage")))
+@click.option(
+    "--keep",
+    default=",".join(CAPTURE_PARTS),
+    show_default=True,
+    callback=_using(parse_capture_parts),
+    help="What to write of each captured request: inputs, outputs or both.",
+)
+@reason_option
+@actor_option
+@pass_session
+def capture_set(
+    session: Session,
+    name: str,
+    alias: str,
+    percent: float,
+    keep: tuple[str, ...],
+    reason: str,
+    actor: str,
+) -> None:
+    """Capture PERCENT % of ALIAS's answered requests, for example: prod 10."""
+    _emit_capture(
+        session,
+        session.aliases.set_capture(
+            name, alias, Capture(percent, keep), actor=actor, reason=reason
+        ),
+    )
+
+
+@capture.command("show")
+@click.argument("name")
+@click.argument("alias")
+@pass_session
+def capture_show(session: Session, name: str, alias: str) -> None:
+    """Show what ALIAS captures."""
+    _emit_capture(session, session.aliases.get(name, alias))
+
+
+@capture.command("off")
+@click.argument("name")
+@click.argument("alias")
+@reason_option
+@actor_option
+@pass_session
+def capture_off(
+    session: Session, name: str, alias: str, reason: str, actor: str
+) -> None:
+    """Stop capturing ALIAS's requests."""
+    _emit_capture(
+        session,
+        session.aliases.set_capture(name, alias, None, actor=actor, reason=reason),
     )
 
 

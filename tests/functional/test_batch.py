@@ -32,6 +32,7 @@ from chalicelib.predict import Predictor
 from chalicelib.registry import Registry, iso_timestamp, utc_now
 from chalicelib.traffic import choose_version
 from tests.conftest import BATCH_BUCKET, MODELS, ROOT
+from tests.emf_spec import emf_lines
 from tests.functional.rest_support import remember_inspections
 from turnout_cli import cli as cli_module
 from turnout_cli.cli import cli
@@ -1155,3 +1156,44 @@ def test_batch_retry_refuses_what_a_retry_would_not_change(
     result = turnout("batch", "retry", key)
     assert result.exit_code == exit_code
     assert result.stderr == "error: " + error.format(key=key, expires=expires) + "\n"
+
+
+# -- metrics -------------------------------------------------------------------------
+
+
+def test_each_processed_file_writes_one_metrics_line(
+    batch_app: Batch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "incoming/iris@1/observed.csv"
+    text = csv_text(iris_rows(10)).replace("\n1.", "\nx.", 1)
+    capsys.readouterr()
+    manifest = batch_app.run(key, text)
+    (line,) = emf_lines(capsys.readouterr().out)
+    assert {
+        name: line[name]
+        for name in (
+            "Model",
+            "Version",
+            "BatchFiles",
+            "BatchRowsRead",
+            "BatchRowsPredicted",
+            "BatchRowsRejected",
+            "BatchFailures",
+            "request_id",
+            "status",
+        )
+    } == {
+        "Model": "iris",
+        "Version": "1",
+        "BatchFiles": 1,
+        "BatchRowsRead": 10,
+        "BatchRowsPredicted": 9,
+        "BatchRowsRejected": 1,
+        "BatchFailures": 0,
+        "request_id": manifest["run_id"],
+        "status": "partial",
+    }
+    assert line["BatchSeconds"] == manifest["seconds"]
+    # A second delivery of the same upload is skipped: no file was processed.
+    batch_app.deliver(key)
+    assert emf_lines(capsys.readouterr().out) == []

@@ -4,7 +4,6 @@ split, shadows, integrity failures and the alias cache."""
 from __future__ import annotations
 
 import json
-import logging
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from chalicelib.registry import Registry
 from chalicelib.traffic import choose_version
 from chalicelib.version_manifest import Manifest
 from tests.conftest import MODEL_BUCKET
+from tests.emf_spec import emf_lines
 from tests.functional.rest_support import (
     IRIS_ROWS,
     FakeClock,
@@ -59,14 +59,13 @@ def infer(
     return post_json(client, path, v2_request(IRIS_ROWS, **(body or {})), headers)
 
 
-def records(caplog: pytest.LogCaptureFixture, event: str) -> list[dict[str, Any]]:
-    """The JSON log records of ``turnout.predictions`` for one event."""
-    found = []
-    for record in caplog.records:
-        if record.name == "turnout.predictions":
-            payload = json.loads(record.getMessage())
-            if payload["event"] == event:
-                found.append(payload)
+def records(capsys: pytest.CaptureFixture[str]) -> dict[str, list[dict[str, Any]]]:
+    """The EMF lines written to stdout so far, by event, once the work that
+    follows the answers is done."""
+    wiring.container().wait_for_background_work()
+    found: dict[str, list[dict[str, Any]]] = {}
+    for line in emf_lines(capsys.readouterr().out):
+        found.setdefault(line["event"], []).append(line)
     return found
 
 
@@ -203,31 +202,30 @@ def test_without_a_key_the_split_follows_the_weights(
 
 
 def test_a_shadow_answer_is_logged_never_returned(
-    client: Client, aliases: AliasStore, caplog: pytest.LogCaptureFixture
+    client: Client, aliases: AliasStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.INFO, logger="turnout.predictions")
     aliases.set_routing("iris", "prod", {1: 100}, shadow=Shadow(2, 100), actor="tests")
     response = infer(client, body={"id": "client-7"})
     assert response.status_code == 200
     assert served_by(response) == ("iris", "1", "prod")
     assert response.json_body["model_version"] == "1"
-    wiring.predictor().wait_for_shadows()
-    (shadow,) = records(caplog, "shadow")
+    written = records(capsys)
+    (shadow,) = written["shadow"]
     request_id = response.headers["X-Request-Id"]
     assert {
         key: shadow[key]
-        for key in ("request_id", "model", "version", "shadow_version", "alias", "ok")
+        for key in ("request_id", "Model", "Version", "primary_version", "Alias")
     } == {
         "request_id": request_id,
-        "model": "iris",
-        "version": 1,
-        "shadow_version": 2,
-        "alias": "prod",
-        "ok": True,
+        "Model": "iris",
+        "Version": "2",
+        "primary_version": 1,
+        "Alias": "prod",
     }
-    assert shadow["latency_ms"] > 0
-    assert 0 <= shadow["agreement"] <= 1
-    (prediction,) = records(caplog, "prediction")
+    assert (shadow["ShadowErrors"], shadow["outcome"]) == (0, "ok")
+    assert shadow["ShadowLatency"] > 0
+    assert 0 <= shadow["ShadowDisagreement"] <= 100
+    (prediction,) = written["prediction"]
     assert (prediction["request_id"], prediction["shadow_version"]) == (request_id, 2)
 
 
@@ -235,9 +233,8 @@ def test_a_failing_shadow_never_touches_the_answer(
     client: Client,
     aliases: AliasStore,
     s3: S3Client,
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    caplog.set_level(logging.INFO, logger="turnout.predictions")
     aliases.set_routing("iris", "prod", {1: 100}, shadow=Shadow(2, 100), actor="tests")
     tamper(s3, "iris", 2)
     unshadowed = infer(client, "/v2/models/iris/versions/1/infer")
@@ -245,9 +242,8 @@ def test_a_failing_shadow_never_touches_the_answer(
     assert response.status_code == 200
     assert served_by(response) == ("iris", "1", "prod")
     assert response.json_body["outputs"] == unshadowed.json_body["outputs"]
-    wiring.predictor().wait_for_shadows()
-    (shadow,) = records(caplog, "shadow")
-    assert shadow["ok"] is False
+    (shadow,) = records(capsys)["shadow"]
+    assert (shadow["ShadowErrors"], shadow["outcome"]) == (1, "server_error")
     assert shadow["request_id"] == response.headers["X-Request-Id"]
     assert "failed its integrity check" in shadow["error"]
 
@@ -256,16 +252,15 @@ def test_a_shadow_whose_manifest_is_gone_never_touches_the_answer(
     client: Client,
     aliases: AliasStore,
     s3: S3Client,
-    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    caplog.set_level(logging.INFO, logger="turnout.predictions")
     aliases.set_routing("iris", "prod", {1: 100}, shadow=Shadow(2, 100), actor="tests")
     s3.delete_object(Bucket=MODEL_BUCKET, Key="models/iris/versions/2/manifest.json")
     response = infer(client)
     assert response.status_code == 200
     assert served_by(response) == ("iris", "1", "prod")
-    (shadow,) = records(caplog, "shadow")
-    assert (shadow["shadow_version"], shadow["ok"]) == (2, False)
+    (shadow,) = records(capsys)["shadow"]
+    assert (shadow["Version"], shadow["ShadowErrors"]) == ("2", 1)
     assert shadow["error"] == "model 'iris' has no version 2"
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import pytest
 from scipy.stats import chisquare
 
-from chalicelib.traffic import choose_version, sample_shadow, unit_hash
+from chalicelib.traffic import choose_version, sampled, unit_hash
 
 P_VALUE = 0.001
 KEYS = [f"customer-{number}" for number in range(20_000)]
@@ -208,9 +208,9 @@ def test_no_positive_weight_is_refused() -> None:
         choose_version({1: 0, 2: 0}, None, random.random)
 
 
-def test_the_shadow_samples_its_percentage() -> None:
+def test_a_sample_takes_its_percentage() -> None:
     source = random.Random(7)
-    sampled = sum(sample_shadow(25, source.random) for _ in range(20_000))
-    assert chisquare([sampled, 20_000 - sampled], [5000, 15000]).pvalue > P_VALUE
-    assert not any(sample_shadow(0, source.random) for _ in range(1000))
-    assert all(sample_shadow(100, source.random) for _ in range(1000))
+    drawn = sum(sampled(25, source.random) for _ in range(20_000))
+    assert chisquare([drawn, 20_000 - drawn], [5000, 15000]).pvalue > P_VALUE
+    assert not any(sampled(0, source.random) for _ in range(1000))
+    assert all(sampled(100, source.random) for _ in range(1000))
