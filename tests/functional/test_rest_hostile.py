@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-import time
+import sys
 from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -15,7 +16,10 @@ from chalice.test import Client, HTTPResponse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import ROOT
 from tests.functional.rest_support import serving_client
+
+CHALICELIB = str(ROOT / "chalicelib")
 
 V2_PATHS = ["/v2/models/iris/infer", "/v2/models/iris/versions/1/infer"]
 # What an answer must never show: a traceback, onnxruntime's own text, a Python
@@ -233,14 +237,35 @@ def many_inputs(count: int) -> bytes:
     return encode({"inputs": entries})
 
 
-def fastest(call: Callable[[], object], repeats: int = 5) -> float:
-    """The shortest of a few timings of ``call``: the least disturbed by others."""
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def lines_run(call: Callable[[], object]) -> int:
+    """How many lines of Turnout's own code ``call`` runs: a cost measure that,
+    unlike a clock, other processes on the machine do not disturb (the JSON
+    parser and numpy are C, and linear)."""
+    count = 0
+
+    def local(frame: FrameType, event: str, arg: object) -> Any:
+        nonlocal count
+        count += event == "line"
+        return local
+
+    def start(frame: FrameType, event: str, arg: object) -> Any:
+        return local if frame.f_code.co_filename.startswith(CHALICELIB) else None
+
+    sys.settrace(start)
+    try:
         call()
-        timings.append(time.perf_counter() - start)
-    return min(timings)
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def cost_ratio(client: Client, path: str, small: bytes, large: bytes) -> float:
+    """Lines run for ``large`` over lines run for ``small`` (after a first
+    request has warmed the container's caches)."""
+    post(client, path, small)
+    return lines_run(lambda: post(client, path, large)) / lines_run(
+        lambda: post(client, path, small)
+    )
 
 
 def test_more_inputs_than_the_model_has_are_refused_in_linear_time(
@@ -252,12 +277,9 @@ def test_more_inputs_than_the_model_has_are_refused_in_linear_time(
     assert assert_refused_cleanly(response) == (
         "inputs: 20000 inputs, the model takes 1 (float_input)"
     )
-    # Four times the names: linear work takes about four times as long, the
-    # pairwise duplicate check took sixteen.
-    ratio = fastest(lambda: post(client, V2_PATHS[0], large)) / fastest(
-        lambda: post(client, V2_PATHS[0], small)
-    )
-    assert ratio < 8, ratio
+    # Four times the names: linear work costs about four times as much, the
+    # pairwise duplicate check cost sixteen.
+    assert cost_ratio(client, V2_PATHS[0], small, large) < 5
 
 
 def test_a_repeated_input_name_among_many_is_found_in_linear_time(
@@ -271,10 +293,7 @@ def test_a_repeated_input_name_among_many_is_found_in_linear_time(
     small, large = repeated(5_000), repeated(20_000)
     response = post(client, V2_PATHS[0], large)
     assert assert_refused_cleanly(response) == ("inputs[20000].name: 'in0' given twice")
-    ratio = fastest(lambda: post(client, V2_PATHS[0], large)) / fastest(
-        lambda: post(client, V2_PATHS[0], small)
-    )
-    assert ratio < 8, ratio
+    assert cost_ratio(client, V2_PATHS[0], small, large) < 5
 
 
 def test_deep_nesting_costs_linear_time(client: Client) -> None:
@@ -285,7 +304,4 @@ def test_deep_nesting_costs_linear_time(client: Client) -> None:
     small, large = nested(200), nested(800)
     for body in (small, large):
         assert post(client, "/models/iris/predict", body).status_code == 400
-    ratio = fastest(lambda: post(client, "/models/iris/predict", large)) / fastest(
-        lambda: post(client, "/models/iris/predict", small)
-    )
-    assert ratio < 8, ratio
+    assert cost_ratio(client, "/models/iris/predict", small, large) < 5
