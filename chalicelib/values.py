@@ -44,7 +44,7 @@ _EXACT_FLOAT = 2.0**53
 # Integers of more significant digits than this exceed every datatype (float64's
 # largest finite value has 309), and Python refuses to read those over 4300.
 _MAX_DIGITS = 400
-_INTEGER = re.compile(r"\s*[+-]?0*([0-9]+)\s*")
+_INTEGER = re.compile(r"\s*([+-]?)0*([0-9]+)\s*")
 # The float syntax numpy's CSV reader takes (no "1_000", no "0x10").
 _FLOAT = re.compile(
     r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
@@ -120,9 +120,10 @@ def cell_value(text: str, datatype: str) -> Any:
         return boolean
     integer = _INTEGER.fullmatch(text)
     if integer is not None:
-        if len(integer.group(1)) > _MAX_DIGITS:
+        sign, digits = integer.groups()
+        if len(digits) > _MAX_DIGITS:
             raise ValueRefused(shorten(repr(text)), _out_of_range(datatype))
-        return int(text)
+        return -int(digits) if sign == "-" else int(digits)
     if _FLOAT.fullmatch(text):
         return float(text)
     return text

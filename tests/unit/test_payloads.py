@@ -313,6 +313,20 @@ def iris_input(**changes: Any) -> dict[str, Any]:
             "each below 2**63",
         ),
         (
+            {"inputs": [iris_input(shape=[2, 2**63])]},
+            "inputs[0].shape: expected a list of at most 64 non-negative integers, "
+            "each below 2**63",
+        ),
+        (
+            {"inputs": [iris_input(shape=[1] * 65)]},
+            "inputs[0].shape: expected a list of at most 64 non-negative integers, "
+            "each below 2**63",
+        ),
+        (
+            {"inputs": [iris_input(), iris_input(name="b"), iris_input(name="c")]},
+            "inputs: 3 inputs, the model takes 1 (float_input)",
+        ),
+        (
             {"inputs": [iris_input(datatype=None)]},
             "inputs[0].datatype: missing; give "
             "one of BOOL, INT8, INT16, INT32, INT64, UINT8, UINT16, UINT32, UINT64, "
