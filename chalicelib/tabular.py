@@ -543,8 +543,8 @@ class CsvTable:
             except RowError as error:
                 rows.reject(row, first_line + start, record, str(error))
             else:
-                rows.add(row, first_line + start, record, record.encode(), values)
-                rows.cells.append(cells)
+                head = record.encode()
+                rows.add(row, first_line + start, record, head, values, cells)
             row += 1
         return rows.parsed(self._refusal, row - first_row, len(lines))
 
@@ -572,12 +572,10 @@ class CsvTable:
             result.append(values)
         return result
 
-    def _refusal(
-        self, rows: _Rows, index: int, feature: int, error: ValueRefused
-    ) -> str:
+    def _refusal(self, cells: list[str], feature: int, error: ValueRefused) -> str:
         offset = sum(f.size for f in self.features[:feature])
         position = self.positions[offset + (error.position or (0,))[0]]
-        cell = rows.cells[index][position]
+        cell = cells[position]
         return (
             f"column {self.column_name(position)!r} is {_cell(cell)}, {error.problem}"
         )
@@ -589,7 +587,10 @@ def _cell(text: str) -> str:
 
 class _Rows:
     """A chunk's rows as they are read: those refused for their structure, and the
-    candidates whose values are then checked all at once (``_check_rows``)."""
+    candidates whose values are then checked all at once (``_check_rows``).
+
+    Each candidate keeps ``detail``, what a refusal's message needs (its CSV
+    cells, or whether a JSON row gave its values by position)."""
 
     def __init__(self, features: tuple[Feature, ...]) -> None:
         self.features = features
@@ -598,9 +599,7 @@ class _Rows:
         self.heads: list[bytes] = []
         self.values: list[list[list[Any]]] = []
         self.kinds: list[int] = []
-        # Per candidate, what the refusal message needs (CSV cells, JSON row shape).
-        self.cells: list[list[str]] = []
-        self.by_position: list[bool] = []
+        self.details: list[Any] = []
 
     def reject(self, row: int, line: int, raw: str, reason: str) -> None:
         self.rejections.append(Rejection(row, line, raw, reason))
@@ -612,30 +611,33 @@ class _Rows:
         raw: str,
         head: bytes,
         values: list[list[Any]],
-        kind: int = 0,
+        detail: Any,
+        kind: int = ARRAY_ROW,
     ) -> None:
         self.numbers.append((row, line, raw))
         self.heads.append(head)
         self.values.append(values)
+        self.details.append(detail)
         self.kinds.append(kind)
 
     def parsed(
         self,
-        explain: Callable[[_Rows, int, int, ValueRefused], str],
+        explain: Callable[[Any, int, ValueRefused], str],
         rows: int,
         lines: int,
         *,
         with_kinds: bool = False,
     ) -> ParsedChunk:
         """The chunk: candidates whose values pass as its inputs, the others
-        rejected with ``explain(self, candidate, feature, refusal)``."""
+        rejected with ``explain(detail, feature, refusal)``."""
         inputs, refused = _check_rows(self.values, self.features)
         heads, kinds = self.heads, self.kinds
         if refused:
             dropped = set()
             for index, feature, error in refused:
                 row, line, raw = self.numbers[index]
-                self.reject(row, line, raw, explain(self, index, feature, error))
+                reason = explain(self.details[index], feature, error)
+                self.reject(row, line, raw, reason)
                 dropped.add(index)
             self.rejections.sort(key=lambda rejection: rejection.row)
             keep = [index not in dropped for index in range(len(heads))]
@@ -678,16 +680,16 @@ class JsonLinesTable:
                 continue
             raw = line.decode("utf-8").removesuffix("\r")
             try:
-                kind, by_position, values = self._row(record)
+                kind, by_position, values = self._row(raw)
             except RowError as error:
                 rows.reject(row, first_line + offset, raw, str(error))
             else:
-                rows.add(row, first_line + offset, raw, record[:-1], values, kind)
-                rows.by_position.append(by_position)
+                head = record[:-1]
+                rows.add(row, first_line + offset, raw, head, values, by_position, kind)
             row += 1
         return rows.parsed(self._refusal, row - first_row, len(lines), with_kinds=True)
 
-    def _row(self, record: bytes) -> tuple[int, bool, list[list[Any]]]:
+    def _row(self, record: str) -> tuple[int, bool, list[list[Any]]]:
         """The row's shape, whether it gives its values by position, and its
         values per feature; RowError for a row whose structure does not fit."""
         try:
@@ -698,8 +700,6 @@ class JsonLinesTable:
             ) from None
         except RecursionError:
             raise RowError("not valid JSON: nested too deeply") from None
-        except UnicodeDecodeError as error:
-            raise RowError(f"not valid JSON: {error}") from None
         except ValueError:
             raise RowError(f"not valid JSON: {LONG_NUMBER}") from None
         if isinstance(document, list):
@@ -753,12 +753,10 @@ class JsonLinesTable:
             result.append(items)
         return result
 
-    def _refusal(
-        self, rows: _Rows, index: int, feature: int, error: ValueRefused
-    ) -> str:
+    def _refusal(self, by_position: bool, feature: int, error: ValueRefused) -> str:
         value = (error.position or (0,))[0]
         named = self.features[feature]
-        if rows.by_position[index]:
+        if by_position:
             offset = sum(f.size for f in self.features[:feature])
             what = f"value {offset + value}"
         elif named.size == 1:
