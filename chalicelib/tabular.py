@@ -15,6 +15,7 @@ spells, then checked like one.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -66,7 +67,7 @@ class Feature:
     shape: tuple[int, ...]
     allow_non_finite: bool = False
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         return math.prod(self.shape)
 
@@ -432,6 +433,15 @@ class CsvTable:
     positions: tuple[int, ...]
     by_name: bool
 
+    @functools.cached_property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """Per feature, the columns of its values."""
+        groups, start = [], 0
+        for feature in self.features:
+            groups.append(self.positions[start : start + feature.size])
+            start += feature.size
+        return tuple(groups)
+
     @classmethod
     def from_header(cls, line: bytes, features: tuple[Feature, ...]) -> CsvTable:
         """Match the header's columns to the features: by name when any column is
@@ -553,32 +563,39 @@ class CsvTable:
             raise RowError(
                 f"the row has {len(cells)} fields, the header has {len(self.header)}"
             )
-        result = []
-        index = 0
-        for feature in self.features:
-            values = []
-            for position in self.positions[index : index + feature.size]:
-                cell = cells[position]
-                what = f"column {self.column_name(position)!r}"
-                if feature.datatype != "BYTES" and not cell.strip():
-                    raise RowError(f"{what} is empty")
-                try:
-                    values.append(cell_value(cell, feature.datatype))
-                except ValueRefused as error:
-                    raise RowError(
-                        f"{what} is {_cell(cell)}, {error.problem}"
-                    ) from None
-            index += feature.size
-            result.append(values)
-        return result
+        try:
+            return [
+                [cell_value(cells[position], feature.datatype) for position in group]
+                for feature, group in zip(self.features, self.groups, strict=True)
+            ]
+        except ValueRefused as error:
+            position = next(
+                position
+                for feature, group in zip(self.features, self.groups, strict=True)
+                for position in group
+                if not _reads(cells[position], feature.datatype)
+            )
+            raise RowError(
+                f"column {self.column_name(position)!r} is {_cell(cells[position])}, "
+                f"{error.problem}"
+            ) from None
 
     def _refusal(self, cells: list[str], feature: int, error: ValueRefused) -> str:
-        offset = sum(f.size for f in self.features[:feature])
-        position = self.positions[offset + (error.position or (0,))[0]]
+        """Why a row's value was refused, naming its column and cell."""
+        position = self.groups[feature][(error.position or (0,))[0]]
         cell = cells[position]
-        return (
-            f"column {self.column_name(position)!r} is {_cell(cell)}, {error.problem}"
-        )
+        what = f"column {self.column_name(position)!r}"
+        if not cell.strip():
+            return f"{what} is empty"
+        return f"{what} is {_cell(cell)}, {error.problem}"
+
+
+def _reads(text: str, datatype: str) -> bool:
+    try:
+        cell_value(text, datatype)
+    except ValueRefused:
+        return False
+    return True
 
 
 def _cell(text: str) -> str:

@@ -44,11 +44,12 @@ _EXACT_FLOAT = 2.0**53
 # Integers of more significant digits than this exceed every datatype (float64's
 # largest finite value has 309), and Python refuses to read those over 4300.
 _MAX_DIGITS = 400
-_INTEGER = re.compile(r"\s*([+-]?)0*([0-9]+)\s*")
-# The float syntax numpy's CSV reader takes (no "1_000", no "0x10").
-_FLOAT = re.compile(
-    r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-    r"|nan|inf|infinity)\s*",
+# An integer (its sign, and its digits past leading zeros), else a float in the
+# syntax numpy's CSV reader takes (no "1_000", no "0x10"): one match per cell.
+_NUMBER = re.compile(
+    r"\s*(?:([+-]?)0*([0-9]+)"
+    r"|([+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf|infinity)))"
+    r"\s*",
     re.IGNORECASE,
 )
 _BOOLEANS = {"true": True, "false": False}
@@ -115,18 +116,16 @@ def cell_value(text: str, datatype: str) -> Any:
     digits than any datatype holds."""
     if datatype == "BYTES":
         return text
-    boolean = _BOOLEANS.get(text.strip().lower())
-    if boolean is not None:
-        return boolean
-    integer = _INTEGER.fullmatch(text)
-    if integer is not None:
-        sign, digits = integer.groups()
-        if len(digits) > _MAX_DIGITS:
-            raise ValueRefused(shorten(repr(text)), _out_of_range(datatype))
-        return -int(digits) if sign == "-" else int(digits)
-    if _FLOAT.fullmatch(text):
-        return float(text)
-    return text
+    number = _NUMBER.fullmatch(text)
+    if number is None:
+        boolean = _BOOLEANS.get(text.strip().lower())
+        return text if boolean is None else boolean
+    sign, digits, decimal = number.groups()
+    if decimal is not None:
+        return float(decimal)
+    if len(digits) > _MAX_DIGITS:
+        raise ValueRefused(shorten(repr(text)), _out_of_range(datatype))
+    return -int(digits) if sign == "-" else int(digits)
 
 
 def to_array(values: Any, datatype: str, allow_non_finite: bool) -> np.ndarray:
@@ -154,9 +153,7 @@ def to_array(values: Any, datatype: str, allow_non_finite: bool) -> np.ndarray:
             _refuse_first(values, _is_bool, "not a boolean, model expects BOOL")
         return raw.astype(np.bool_)
     if raw.dtype.kind not in "iuf":
-        raw = _refuse_first(
-            values, _is_number, f"not a number, model expects {datatype}"
-        )
+        raw = _refuse_first(values, _is_number, _not_a_number(datatype))
     if datatype in INTEGER_TYPES:
         return _to_integers(values, raw, datatype)
     if raw.dtype.kind == "O":
@@ -168,14 +165,31 @@ def to_array(values: Any, datatype: str, allow_non_finite: bool) -> np.ndarray:
 
 
 def _refuse_hidden_booleans(values: Any, raw: np.ndarray, datatype: str) -> None:
-    """Refuse booleans that numpy read as 0 or 1 among numbers; a Python pass over
-    the values only when some value is 0 or 1 (arrays hold no booleans)."""
-    if isinstance(values, np.ndarray) or not ((raw == 0) | (raw == 1)).any():
+    """Refuse booleans that numpy read as 0 or 1 among numbers: only the values
+    that are 0 or 1 are looked at as sent (arrays hold no booleans)."""
+    if isinstance(values, np.ndarray):
         return
-    objects = np.asarray(values, dtype=object)
-    booleans = _BOOLEAN_TEST(objects).astype(bool)
-    if booleans.any():
-        raise _refused_at(objects, booleans, f"not a number, model expects {datatype}")
+    candidates = np.flatnonzero((raw == 0) | (raw == 1))
+    if not candidates.size:
+        return
+    if raw.ndim > 2:
+        objects = np.asarray(values, dtype=object)
+        booleans = _BOOLEAN_TEST(objects).astype(bool)
+        if booleans.any():
+            raise _refused_at(objects, booleans, _not_a_number(datatype))
+        return
+    width = raw.shape[1] if raw.ndim == 2 else 1
+    for index in candidates.tolist():
+        row, column = divmod(index, width)
+        value = values[row][column] if raw.ndim == 2 else values[index]
+        if type(value) is bool:
+            raise ValueRefused(
+                show(value), _not_a_number(datatype), _position(index, raw.shape)
+            )
+
+
+def _not_a_number(datatype: str) -> str:
+    return f"not a number, model expects {datatype}"
 
 
 def check_floats(
