@@ -6,18 +6,15 @@ Requests are decoded against the signature of the version that answers, and
 every refusal is an InvalidInputError naming the field and what was expected,
 before onnxruntime sees anything.
 
-Where the protocol leaves a choice:
+What each datatype accepts is :mod:`chalicelib.values`' rules, the ones batch
+files follow too. Where the protocol leaves a choice:
 
 - JSON has no NaN or Infinity. The tokens ``NaN``, ``Infinity`` and ``-Infinity``
   (what Python's and numpy's JSON writers emit) are read, then refused unless the
-  manifest has the tag ``turnout.non_finite=allow`` (say, trees trained with
-  missing values); integer and boolean inputs never take them, and a finite
-  number too large for its datatype (``1e39`` as FP32) is always refused.
-  Non-finite outputs are written as ``null``, so answers are always strict JSON.
-- Booleans are not numbers: a BOOL input takes ``true``/``false`` only and a
-  numeric input refuses boolean data. (A lone ``true`` among numbers is read as 1,
-  as numpy reads it: finding it would cost a Python pass over every value.)
-- Integer inputs take integral numbers (``2`` or ``2.0``), inside their range.
+  model takes them (see :mod:`chalicelib.values`). Non-finite outputs are written
+  as ``null``, so answers are always strict JSON.
+- Every request costs time linear in its size: JSON nesting, integer literals
+  and the number of inputs are bounded before any per-value work.
 - Binary tensor data extension: any input may come as binary data (little-endian,
   row-major, BOOL one byte, BYTES a 4-byte little-endian length before each
   element), after a JSON header of ``Inference-Header-Content-Length`` bytes.
@@ -30,15 +27,26 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from chalicelib.datatypes import FLOAT_TYPES, INTEGER_TYPES, V2_TO_NUMPY, numpy_to_v2
+from chalicelib.datatypes import FLOAT_TYPES, V2_TO_NUMPY, numpy_to_v2
 from chalicelib.errors import InvalidInputError, TooManyRowsError
+from chalicelib.values import (
+    LONG_NUMBER,
+    MAX_NESTING,
+    CheckedInputs,
+    ValueRefused,
+    accepts_non_finite,
+    check_floats,
+    shorten,
+    to_array,
+)
 from chalicelib.version_manifest import (
     Manifest,
     Signature,
@@ -46,16 +54,11 @@ from chalicelib.version_manifest import (
     classifier_outputs,
 )
 
-NON_FINITE_TAG = "turnout.non_finite"
 BINARY_HEADER = "Inference-Header-Content-Length"
 _DATATYPES = ", ".join(V2_TO_NUMPY)
 _BINARY_HINT = f" (binary tensor data needs the {BINARY_HEADER} header)"
-# The largest finite value of each float datatype.
-_FLOAT_LIMITS = {
-    "FP16": float(np.finfo(np.float16).max),
-    "FP32": float(np.finfo(np.float32).max),
-    "FP64": float(np.finfo(np.float64).max),
-}
+# A byte count: ASCII digits only (str.isdigit() takes "²", int() refuses it).
+_BYTE_COUNT = re.compile(r"\s*0*([0-9]+)\s*")
 # numpy_to_v2 searches its table: answers name the same few dtypes every time.
 _output_datatype = functools.cache(numpy_to_v2)
 
@@ -83,15 +86,6 @@ class InferRequest:
     parameters: Mapping[str, Any]
 
 
-class _BadValue(Exception):
-    """A value that does not fit; ``position`` is its index in the nested data."""
-
-    def __init__(self, problem: str, position: tuple[int, ...] | None = None) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.position = position
-
-
 # -- reading requests ------------------------------------------------------------------
 
 
@@ -114,6 +108,8 @@ def parse_json(body: bytes, trailing_hint: str = "") -> Any:
         problem = "not UTF-8 text" + trailing_hint
     except RecursionError:
         problem = "malformed JSON: nested too deeply"
+    except ValueError:
+        problem = LONG_NUMBER  # the only other refusal
     raise InvalidInputError("body", problem)
 
 
@@ -134,14 +130,16 @@ def read_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     if not isinstance(entries, list) or not entries:
         raise InvalidInputError("inputs", "expected a non-empty list of tensors")
     inputs: list[TensorInput] = []
+    names: set[str] = set()
     offset = 0
     for index, entry in enumerate(entries):
         field = f"inputs[{index}]"
         tensor, offset = _read_tensor(
             entry, field, binary if header_length is not None else None, offset
         )
-        if any(seen.name == tensor.name for seen in inputs):
+        if tensor.name in names:
             raise InvalidInputError(f"{field}.name", f"{tensor.name!r} given twice")
+        names.add(tensor.name)
         inputs.append(tensor)
     if offset != len(binary):
         raise InvalidInputError(
@@ -158,13 +156,17 @@ def read_infer_request(body: bytes, header_length: str | None) -> InferRequest:
 
 
 def _header_length(value: str, body_size: int) -> int:
-    text = value.strip()
-    if not text.isdigit():
-        raise InvalidInputError(BINARY_HEADER, f"{value!r} is not a byte count")
-    length = int(text)
+    digits = _BYTE_COUNT.fullmatch(value)
+    if digits is None:
+        raise InvalidInputError(
+            BINARY_HEADER, f"{shorten(repr(value))} is not a byte count"
+        )
+    # More digits than the body's size has bytes cannot fit: do not read them.
+    text = digits.group(1)
+    length = int(text) if len(text) <= len(str(body_size)) else body_size + 1
     if not 0 < length <= body_size:
         raise InvalidInputError(
-            BINARY_HEADER, f"{length} bytes, but the body has {body_size}"
+            BINARY_HEADER, f"{shorten(text)} bytes, but the body has {body_size}"
         )
     return length
 
@@ -190,11 +192,18 @@ def _read_tensor(
     if not isinstance(name, str) or not name:
         raise InvalidInputError(f"{field}.name", "missing; give the input's name")
     shape = entry.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in shape
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NESTING
+        or not all(
+            isinstance(dim, int) and not isinstance(dim, bool) and 0 <= dim < 2**63
+            for dim in shape
+        )
     ):
         raise InvalidInputError(
-            f"{field}.shape", "expected a list of non-negative integers"
+            f"{field}.shape",
+            f"expected a list of at most {MAX_NESTING} non-negative integers, "
+            "each below 2**63",
         )
     datatype = entry.get("datatype")
     if not isinstance(datatype, str) or not datatype:
@@ -258,22 +267,24 @@ def _read_outputs(value: Any) -> tuple[str, ...] | None:
 # -- decoding against a signature ------------------------------------------------------
 
 
-def accepts_non_finite(manifest: Manifest) -> bool:
-    """True when the model takes NaN and Infinity in its float inputs."""
-    return manifest.tags.get(NON_FINITE_TAG, "").lower() == "allow"
-
-
 def decode_inputs(
     request: InferRequest, manifest: Manifest, *, max_rows: int
-) -> dict[str, np.ndarray]:
+) -> CheckedInputs:
     """The request's inputs as arrays that fit ``manifest``'s signature.
 
-    Checks every input's name, datatype, shape, row count (TooManyRowsError over
+    Checks first that the request names no more inputs than the model has, then
+    every input's name, datatype, shape, row count (TooManyRowsError over
     ``max_rows``) and values, that none is missing, and the outputs asked for.
     """
     signature = manifest.signature
+    if len(request.inputs) > len(signature.inputs):
+        raise InvalidInputError(
+            "inputs",
+            f"{_count(len(request.inputs), 'input')}, the model takes "
+            f"{len(signature.inputs)} ({_names(signature.inputs)})",
+        )
     allow_non_finite = accepts_non_finite(manifest)
-    arrays: dict[str, np.ndarray] = {}
+    arrays = CheckedInputs()
     for index, tensor in enumerate(request.inputs):
         field = f"inputs[{index}]"
         spec = signature.input(tensor.name)
@@ -345,9 +356,9 @@ def _from_data(
             f"{field}.data", "expected a list of values (flat row-major, or nested)"
         )
     try:
-        array = _to_array(tensor.data, tensor.datatype, allow_non_finite)
-    except _BadValue as error:
-        raise InvalidInputError(f"{field}.data", error.problem) from None
+        array = to_array(tensor.data, tensor.datatype, allow_non_finite)
+    except ValueRefused as error:
+        raise InvalidInputError(f"{field}.data", str(error)) from None
     shape = tensor.shape
     if array.ndim > 1 and array.shape[-1] != shape[-1]:
         expects = "model expects" if spec.shape[-1] >= 0 else "shape says"
@@ -388,9 +399,9 @@ def _from_binary(tensor: TensorInput, field: str, allow_non_finite: bool) -> np.
     array = np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype)
     if datatype in FLOAT_TYPES:
         try:
-            _refuse_non_finite(array, array, datatype, allow_non_finite)
-        except _BadValue as error:
-            raise InvalidInputError(field, error.problem) from None
+            check_floats(array, array, datatype, allow_non_finite)
+        except ValueRefused as error:
+            raise InvalidInputError(field, str(error)) from None
     return array.reshape(shape)
 
 
@@ -425,156 +436,12 @@ def _read_strings(data: bytes, count: int, field: str) -> list[str]:
     return items
 
 
-def _to_array(values: list[Any], datatype: str, allow_non_finite: bool) -> np.ndarray:
-    """Nested JSON values as an array of ``datatype``'s numpy dtype, keeping their
-    nesting; _BadValue (with the offending value's position) when one does not fit.
-    """
-    if datatype == "BYTES":
-        return _refuse_first(values, _is_string, "is not a string, model expects BYTES")
-    try:
-        raw = np.asarray(values)
-    except (ValueError, OverflowError):
-        raise _BadValue("nested lists of different lengths") from None
-    if raw.size == 0:
-        return raw.astype(V2_TO_NUMPY[datatype])
-    limit = _FLOAT_LIMITS.get(datatype)
-    # The usual request: JSON numbers for a float input. When the largest magnitude
-    # fits the datatype (NaN fails the comparison), every value is finite and the
-    # cast cannot overflow: the checks below would find nothing.
-    if limit is not None and raw.dtype.kind == "f" and np.abs(raw).max() <= limit:
-        return raw.astype(V2_TO_NUMPY[datatype])
-    if datatype == "BOOL":
-        if raw.dtype.kind != "b":
-            _refuse_first(values, _is_bool, "is not a boolean, model expects BOOL")
-        return raw.astype(np.bool_)
-    if raw.dtype.kind not in "iuf":
-        raw = _refuse_first(
-            values, _is_number, f"is not a number, model expects {datatype}"
-        )
-    if datatype in INTEGER_TYPES:
-        return _to_integers(values, raw, datatype)
-    if raw.dtype.kind == "O":
-        raw = _as_floats(raw, datatype)
-    with np.errstate(over="ignore", invalid="ignore"):
-        array = raw.astype(V2_TO_NUMPY[datatype])
-    _refuse_non_finite(array, raw, datatype, allow_non_finite)
-    return array
-
-
-def _is_string(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _refuse_first(
-    values: list[Any], accept: Callable[[Any], bool], problem: str
-) -> np.ndarray:
-    """``values`` as an object array, refusing the first one ``accept`` does not.
-
-    Used where numpy could not type the data (it turns ``[1, "a"]`` into strings),
-    to look at the values as the client sent them."""
-    objects = np.asarray(values, dtype=object)
-    for index, value in enumerate(objects.flat):
-        if not accept(value):
-            raise _BadValue(
-                f"{_show(value)} {problem}", _position(index, objects.shape)
-            )
-    return objects
-
-
-def _as_floats(objects: np.ndarray, datatype: str) -> np.ndarray:
-    """Numbers numpy kept as Python objects (integers beyond 64 bits) as floats."""
-    for index, value in enumerate(objects.flat):
-        try:
-            float(value)
-        except OverflowError:
-            raise _BadValue(
-                f"{_show(value)} is out of range for {datatype}",
-                _position(index, objects.shape),
-            ) from None
-    return objects.astype(np.float64)
-
-
-def _to_integers(values: list[Any], raw: np.ndarray, datatype: str) -> np.ndarray:
-    info = np.iinfo(cast("np.dtype[np.integer[Any]]", V2_TO_NUMPY[datatype]))
-    if raw.dtype.kind == "f":
-        with np.errstate(invalid="ignore"):
-            integral = np.isfinite(raw) & (raw == np.floor(raw))
-        if not integral.all():
-            raise _bad_at(
-                raw, ~integral, f"is not an integer, model expects {datatype}"
-            )
-        if np.abs(raw).max() >= 2.0**53:
-            # Past 2**53 floats skip integers, and numpy reads [0, 2**64 - 1] as
-            # floats: compare the values as the client sent them instead.
-            raw = np.asarray(values, dtype=object)
-    if raw.dtype.kind == "O":
-        for index, value in enumerate(raw.flat):
-            if isinstance(value, float) and not value.is_integer():
-                raise _BadValue(
-                    f"{_show(value)} is not an integer, model expects {datatype}",
-                    _position(index, raw.shape),
-                )
-    outside = (raw < info.min) | (raw > info.max)
-    if outside.any():
-        raise _bad_at(
-            raw, outside, f"is out of range for {datatype} ({info.min} to {info.max})"
-        )
-    return raw.astype(V2_TO_NUMPY[datatype])
-
-
-def _refuse_non_finite(
-    array: np.ndarray, raw: np.ndarray, datatype: str, allow_non_finite: bool
-) -> None:
-    """Refuse finite values that overflowed ``datatype``, and NaN or Infinity
-    unless the model takes them."""
-    finite = np.isfinite(array)
-    if finite.all():
-        return
-    overflow = ~finite & np.isfinite(raw)
-    if overflow.any():
-        raise _bad_at(raw, overflow, f"is out of range for {datatype}")
-    if not allow_non_finite:
-        raise _bad_at(
-            raw,
-            ~finite,
-            "is not a finite number; this model does not take NaN or Infinity",
-        )
-
-
-def _bad_at(raw: np.ndarray, where: np.ndarray, problem: str) -> _BadValue:
-    index = int(np.argmax(where.ravel()))
-    return _BadValue(f"{_show(raw.flat[index])} {problem}", _position(index, raw.shape))
-
-
-def _position(index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.unravel_index(index, shape)) if shape else ()
-
-
-def _show(value: Any) -> str:
-    """A value as the client wrote it: JSON, shortened."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 # -- instances -------------------------------------------------------------------------
 
 
 def decode_instances(
     document: Any, manifest: Manifest, *, max_rows: int
-) -> dict[str, np.ndarray]:
+) -> CheckedInputs:
     """``{"instances": [...]}`` as arrays that fit ``manifest``'s signature: each
     instance a row (a list for a single-input model) or an object keyed by input
     name. TooManyRowsError over ``max_rows`` rows."""
@@ -589,29 +456,28 @@ def decode_instances(
     allow_non_finite = accepts_non_finite(manifest)
     if isinstance(instances[0], dict):
         _check_keyed_rows(instances, signature)
-        return {
-            spec.name: _rows_to_array(
-                [row[spec.name] for row in instances],
-                spec,
-                allow_non_finite,
-                f".{spec.name}",
+        return CheckedInputs(
+            (
+                spec.name,
+                _rows_to_array(
+                    [row[spec.name] for row in instances],
+                    spec,
+                    allow_non_finite,
+                    f".{spec.name}",
+                ),
             )
             for spec in signature.inputs
-        }
+        )
     if len(signature.inputs) != 1:
         raise InvalidInputError(
             "instances[0]",
             f"a list, but the model takes several inputs ({_names(signature.inputs)}):"
             " send each row as an object keyed by input name",
         )
-    return {
-        signature.inputs[0].name: _rows_to_array(
-            instances,
-            signature.inputs[0],
-            allow_non_finite,
-            "",
-        )
-    }
+    spec = signature.inputs[0]
+    return CheckedInputs(
+        {spec.name: _rows_to_array(instances, spec, allow_non_finite, "")}
+    )
 
 
 def _check_keyed_rows(instances: list[Any], signature: Signature) -> None:
@@ -640,12 +506,12 @@ def _rows_to_array(
     """One input's rows stacked into a batch of ``spec``'s shape; errors name the
     row as ``instances[i]`` followed by ``suffix`` (``.input_name`` or nothing)."""
     try:
-        array = _to_array(rows, spec.datatype, allow_non_finite)
-    except _BadValue as error:
+        array = to_array(rows, spec.datatype, allow_non_finite)
+    except ValueRefused as error:
         if error.position is None:
             raise _row_shape_error(rows, spec, suffix) from None
         raise InvalidInputError(
-            f"instances[{error.position[0]}]{suffix}", error.problem
+            f"instances[{error.position[0]}]{suffix}", str(error)
         ) from None
     if array.ndim != len(spec.shape) or any(
         want >= 0 and got != want
@@ -666,6 +532,12 @@ def _row_shape_error(
         shape = _nested_shape(row)
         if shape is None:
             return InvalidInputError(field, "nested lists of different lengths")
+        if len(shape) > MAX_NESTING:
+            return InvalidInputError(
+                field,
+                f"nested more than {MAX_NESTING} lists deep, model expects rows of "
+                f"shape {list(expected)}",
+            )
         fits = len(shape) == len(expected) and all(
             want < 0 or got == want for got, want in zip(shape, expected, strict=True)
         )
@@ -693,17 +565,21 @@ def _shape_problem(shape: tuple[int, ...], expected: tuple[int, ...]) -> str:
 
 
 def _nested_shape(value: Any) -> tuple[int, ...] | None:
-    """The shape of nested lists, () for a scalar, None when they are ragged."""
-    if not isinstance(value, list):
-        return ()
-    if not value:
-        return (0,)
-    shapes = {_nested_shape(item) for item in value}
-    if len(shapes) != 1 or None in shapes:
-        return None
-    (inner,) = shapes
-    assert inner is not None
-    return (len(value), *inner)
+    """The shape of nested lists, () for a scalar, None when they are ragged; it
+    stops one level past MAX_NESTING. Level by level: time linear in the values,
+    no recursion however deep the nesting."""
+    shape: list[int] = []
+    level = [value]
+    while len(shape) <= MAX_NESTING:
+        lists = sum(isinstance(item, list) for item in level)
+        if not lists:
+            break
+        lengths = {len(item) for item in level} if lists == len(level) else set()
+        if len(lengths) != 1:
+            return None
+        shape.append(lengths.pop())
+        level = [inner for item in level for inner in item]
+    return tuple(shape)
 
 
 # -- encoding answers ------------------------------------------------------------------

@@ -28,6 +28,7 @@ from chalicelib.models import ModelCache
 from chalicelib.names import validate_model_name
 from chalicelib.registry import ManifestCache, Registry
 from chalicelib.traffic import choose_version, sampled
+from chalicelib.values import CheckedInputs
 from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
 
 
@@ -186,13 +187,15 @@ class Predictor:
         outputs: Sequence[str] | None = None,
         request_id: str = "",
     ) -> Prediction:
-        """Run the target version on ``inputs`` (checked against its signature) and
-        return the requested ``outputs`` (all when None). Who observes the run
-        (metrics, shadow runs, capture) is the caller's business: a REST request
-        or a batch file, not each call. ``request_id`` is unused: batch jobs still
-        pass it."""
+        """Run the target version on ``inputs`` and return the requested
+        ``outputs`` (all when None). Inputs are checked against the version's
+        signature unless a decoder already did (CheckedInputs, built against the
+        target's own signature). Who observes the run (metrics, shadow runs,
+        capture) is the caller's business: a REST request or a batch file, not
+        each call. ``request_id`` is unused: batch jobs still pass it."""
         manifest = target.manifest
-        check_inputs(manifest.signature, inputs)
+        if not isinstance(inputs, CheckedInputs):
+            check_inputs(manifest.signature, inputs)
         names = [spec.name for spec in manifest.outputs]
         if outputs:
             for output in outputs:

@@ -64,7 +64,10 @@ class ShadowRuns:
             predictor = self._predictor
             shadow = predictor.manifest(request.model, request.shadow_version)
             primary = predictor.manifest(request.model, request.version)
-            prediction = predictor.run(Target(shadow, alias=None), request.inputs)
+            # A plain dict: the inputs were checked against the primary's
+            # signature, and the shadow's must check them again.
+            inputs = dict(request.inputs)
+            prediction = predictor.run(Target(shadow, alias=None), inputs)
             result.model_ms = prediction.latency_ms
             result.agreement = agreement(
                 primary, request.outputs, shadow, prediction.outputs

@@ -7,17 +7,19 @@ are parsed by numpy's C reader, and each output row is the input line's bytes
 followed by prediction cells formatted with integer arithmetic and lookup tables.
 A chunk that fails any check goes down the careful path, one row at a time, which
 names the exact reason for every row it rejects. Both paths accept the same rows
-and produce the same bytes.
+and produce the same bytes. What a value may be is :mod:`chalicelib.values`'
+rules, the ones REST requests follow: a CSV cell is read as the JSON value it
+spells, then checked like one.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,17 @@ import numpy as np
 
 from chalicelib.datatypes import INTEGER_TYPES, V2_TO_NUMPY
 from chalicelib.errors import BatchFileError
+from chalicelib.values import (
+    LONG_NUMBER,
+    MAX_NESTING,
+    CheckedInputs,
+    ValueRefused,
+    accepts_non_finite,
+    cell_value,
+    shorten,
+    show,
+    to_array,
+)
 from chalicelib.version_manifest import Manifest, classifier_outputs
 
 CSV = "csv"
@@ -50,13 +63,15 @@ csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_BYTES))
 
 @dataclass(frozen=True)
 class Feature:
-    """One model input as a row feeds it: ``size`` values, shaped ``shape``."""
+    """One model input as a row feeds it: ``size`` values, shaped ``shape``;
+    ``allow_non_finite`` when the model takes NaN and Infinity."""
 
     name: str
     datatype: str
     shape: tuple[int, ...]
+    allow_non_finite: bool = False
 
-    @property
+    @functools.cached_property
     def size(self) -> int:
         return math.prod(self.shape)
 
@@ -75,6 +90,7 @@ def features_of(manifest: Manifest) -> tuple[Feature, ...]:
     """How rows feed the model's inputs; BatchFileError for inputs rows cannot feed
     (a fixed batch size, dynamic feature dimensions, an unsupported datatype)."""
     features = []
+    allow_non_finite = accepts_non_finite(manifest)
     for spec in manifest.inputs:
         if not spec.shape or spec.shape[0] >= 0:
             raise BatchFileError(
@@ -91,7 +107,9 @@ def features_of(manifest: Manifest) -> tuple[Feature, ...]:
                 f"input {spec.name!r} has datatype {spec.datatype}, which batch "
                 "files cannot carry"
             )
-        features.append(Feature(spec.name, spec.datatype, tuple(spec.shape[1:])))
+        features.append(
+            Feature(spec.name, spec.datatype, tuple(spec.shape[1:]), allow_non_finite)
+        )
     return tuple(features)
 
 
@@ -100,7 +118,8 @@ class Field:
     """One prediction field appended to each row.
 
     ``key`` names it in a JSON object; ``columns`` are its CSV columns, one per
-    value. ``labels`` maps class indices to names for a classifier's label.
+    value. ``labels`` maps class indices to names for a classifier's label;
+    ``keys`` name a classifier's probabilities in a JSON object, as REST does.
     """
 
     key: str
@@ -110,6 +129,7 @@ class Field:
     is_label: bool = False
     from_argmax: bool = False
     labels: tuple[str, ...] | None = None
+    keys: tuple[str, ...] | None = None
 
     def values(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """The field's values, one row per input row and one column per CSV column."""
@@ -163,6 +183,7 @@ def output_fields(
                 output=probabilities,
                 columns=tuple(f"probability_{name}" for name in names),
                 as_list=True,
+                keys=labels if labels and len(labels) == classes else None,
             ),
         )
     fields = []
@@ -368,7 +389,7 @@ class ParsedChunk:
     """
 
     heads: list[bytes]
-    inputs: dict[str, np.ndarray]
+    inputs: CheckedInputs
     rejections: list[Rejection]
     rows: int
     lines: int
@@ -383,117 +404,74 @@ class RowError(ValueError):
     """Why one row cannot be predicted (the careful path's verdict)."""
 
 
-# -- values: one number or string from a row -------------------------------------
-
-# What numpy's CSV reader takes as a float, so both paths accept the same cells.
-_NUMBER = re.compile(
-    r"\s*[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
-    r"|nan|inf|infinity)\s*",
-    re.IGNORECASE,
-)
-_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*")
-_BOOLEANS = {"0": False, "1": True, "true": True, "false": False}
-_EXACT_FLOAT = 2.0**53
+# -- values: rows of Python values checked into inputs --------------------------
 
 
-def _integer_bounds(datatype: str) -> tuple[int, int]:
-    info = np.iinfo(str(V2_TO_NUMPY[datatype]))
-    return int(info.min), int(info.max)
+def _check_rows(
+    rows: list[list[list[Any]]], features: Sequence[Feature]
+) -> tuple[CheckedInputs, list[tuple[int, int, ValueRefused]]]:
+    """Rows (each a flat list of values per feature, of the feature's size) as
+    inputs, and the rows refused: (row index, feature index, why).
+
+    Each feature's column is checked at once; a column with a refused value is
+    checked again row by row, to find every refused row (the rules are the same).
+    """
+    try:
+        return _stack_columns(rows, features), []
+    except ValueRefused:
+        pass
+    kept: list[list[Any]] = []
+    refused: list[tuple[int, int, ValueRefused]] = []
+    for index, row in enumerate(rows):
+        for position, (feature, values) in enumerate(zip(features, row, strict=True)):
+            try:
+                to_array(values, feature.datatype, feature.allow_non_finite)
+            except ValueRefused as error:
+                refused.append((index, position, error))
+                break
+        else:
+            kept.append(row)
+    return _stack_columns(kept, features), refused
 
 
-def _check_number(value: float, datatype: str, what: str, shown: str) -> float | int:
-    if not math.isfinite(value):
-        raise RowError(f"{what} is {shown}, not a finite number")
-    if datatype in INTEGER_TYPES:
-        if value != int(value):
-            raise RowError(f"{what} is {shown}, not an integer ({datatype})")
-        low, high = _integer_bounds(datatype)
-        if not low <= int(value) <= high:
-            raise RowError(f"{what} is {shown}, out of range for {datatype}")
-        return int(value)
-    return value
-
-
-def text_value(text: str, feature: Feature, what: str) -> object:
-    """The value of a CSV cell for ``feature``; RowError saying why not."""
-    shown = repr(text)
-    if feature.datatype == "BYTES":
-        return text
-    if feature.datatype == "BOOL":
-        verdict = _BOOLEANS.get(text.strip().lower())
-        if verdict is None:
-            raise RowError(f"{what} is {shown}, not a boolean (0, 1, true or false)")
-        return verdict
-    if not text.strip():
-        raise RowError(f"{what} is empty")
-    if feature.datatype in INTEGER_TYPES and _INTEGER.fullmatch(text):
-        number = int(text)
-        low, high = _integer_bounds(feature.datatype)
-        if not low <= number <= high:
-            raise RowError(f"{what} is {shown}, out of range for {feature.datatype}")
-        return number
-    if not _NUMBER.fullmatch(text):
-        raise RowError(f"{what} is {shown}, not a number")
-    return _check_number(float(text), feature.datatype, what, shown)
-
-
-def json_value(value: object, feature: Feature, what: str) -> object:
-    """The value of a JSON scalar for ``feature``; RowError saying why not."""
-    shown = json.dumps(value, ensure_ascii=False)
-    if feature.datatype == "BYTES":
-        if not isinstance(value, str):
-            raise RowError(f"{what} is {shown}, not a string")
-        return value
-    if feature.datatype == "BOOL":
-        if isinstance(value, bool) or value in (0, 1):
-            return bool(value)
-        raise RowError(f"{what} is {shown}, not a boolean")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RowError(f"{what} is {shown}, not a number")
-    if isinstance(value, int) and feature.datatype in INTEGER_TYPES:
-        low, high = _integer_bounds(feature.datatype)
-        if not low <= value <= high:
-            raise RowError(f"{what} is {shown}, out of range for {feature.datatype}")
-        return value
-    return _check_number(float(value), feature.datatype, what, shown)
-
-
-def _stack(values: list[list[object]], features: Sequence[Feature]) -> dict[str, Any]:
-    """Rows of per-feature values -> one array per input, shaped (rows, *shape)."""
-    inputs: dict[str, np.ndarray] = {}
-    offset = 0
-    for feature in features:
-        block = [row[offset : offset + feature.size] for row in values]
-        offset += feature.size
-        array = np.array(block, dtype=feature.dtype).reshape(-1, feature.size)
-        inputs[feature.name] = array.reshape((len(values), *feature.shape))
+def _stack_columns(
+    rows: list[list[list[Any]]], features: Sequence[Feature]
+) -> CheckedInputs:
+    inputs = CheckedInputs()
+    for position, feature in enumerate(features):
+        column = [row[position] for row in rows]
+        array = to_array(column, feature.datatype, feature.allow_non_finite)
+        inputs[feature.name] = array.reshape((len(rows), *feature.shape))
     return inputs
+
+
+# Past 2**53 float64 skips integers: the careful path reads such cells exactly.
+_EXACT_FLOAT = 2.0**53
 
 
 def _numeric_inputs(
     values: np.ndarray, features: Sequence[Feature]
-) -> dict[str, np.ndarray] | None:
+) -> CheckedInputs | None:
     """Columns of float64 cells -> inputs, or None when a cell needs the careful
-    path (not finite, not an integer where one is wanted, out of range)."""
-    if not np.isfinite(values).all():
-        return None
-    inputs: dict[str, np.ndarray] = {}
+    path: any refused value, an infinity (``1e400`` and an integer literal beyond
+    float64 read alike), an integer past 2**53 (float64 skips integers there), a
+    BOOL (its cells are words)."""
+    inputs = CheckedInputs()
     offset = 0
     for feature in features:
         block = values[:, offset : offset + feature.size]
         offset += feature.size
-        if feature.datatype in INTEGER_TYPES or feature.datatype == "BOOL":
-            if feature.datatype == "BOOL":
-                low, high = 0, 1
-            else:
-                low, high = _integer_bounds(feature.datatype)
-            if (
-                not (block == np.round(block)).all()
-                or (block < max(low, -_EXACT_FLOAT)).any()
-                or (block > min(high, _EXACT_FLOAT)).any()
-            ):
-                return None
-        array = block.astype(feature.dtype)
+        if feature.datatype == "BOOL" or np.isinf(block).any():
+            return None
+        if (
+            feature.datatype in INTEGER_TYPES
+            and not (np.abs(block) < _EXACT_FLOAT).all()
+        ):
+            return None
+        try:
+            array = to_array(block, feature.datatype, feature.allow_non_finite)
+        except ValueRefused:
+            return None
         inputs[feature.name] = array.reshape((values.shape[0], *feature.shape))
     return inputs
 
@@ -516,6 +494,15 @@ class CsvTable:
     features: tuple[Feature, ...]
     positions: tuple[int, ...]
     by_name: bool
+
+    @functools.cached_property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """Per feature, the columns of its values."""
+        groups, start = [], 0
+        for feature in self.features:
+            groups.append(self.positions[start : start + feature.size])
+            start += feature.size
+        return tuple(groups)
 
     @classmethod
     def from_header(cls, line: bytes, features: tuple[Feature, ...]) -> CsvTable:
@@ -614,9 +601,7 @@ class CsvTable:
         text = chunk.decode("utf-8")
         lines = [line + "\n" for line in text.split("\n")[:-1]]
         reader = csv.reader(iter(lines))
-        heads: list[bytes] = []
-        values: list[list[object]] = []
-        rejections: list[Rejection] = []
+        rows = _Rows(self.features)
         row = first_row
         consumed = 0
         for cells in reader:
@@ -626,35 +611,125 @@ class CsvTable:
             if not record.strip():
                 continue
             try:
-                values.append(self._row_values(cells))
-                heads.append(record.encode())
+                values = self._row_values(cells)
             except RowError as error:
-                rejections.append(
-                    Rejection(row, first_line + start, record, str(error))
-                )
+                rows.reject(row, first_line + start, record, str(error))
+            else:
+                head = record.encode()
+                rows.add(row, first_line + start, record, head, values, cells)
             row += 1
-        return ParsedChunk(
-            heads,
-            _stack(values, self.features),
-            rejections,
-            rows=row - first_row,
-            lines=len(lines),
-        )
+        return rows.parsed(self._refusal, row - first_row, len(lines))
 
-    def _row_values(self, cells: list[str]) -> list[object]:
+    def _row_values(self, cells: list[str]) -> list[list[Any]]:
         if len(cells) != len(self.header):
             raise RowError(
                 f"the row has {len(cells)} fields, the header has {len(self.header)}"
             )
-        result = []
-        index = 0
-        for feature in self.features:
-            for _ in range(feature.size):
-                position = self.positions[index]
-                index += 1
-                what = f"column {self.column_name(position)!r}"
-                result.append(text_value(cells[position], feature, what))
-        return result
+        try:
+            return [
+                [cell_value(cells[position], feature.datatype) for position in group]
+                for feature, group in zip(self.features, self.groups, strict=True)
+            ]
+        except ValueRefused as error:
+            position = next(
+                position
+                for feature, group in zip(self.features, self.groups, strict=True)
+                for position in group
+                if not _reads(cells[position], feature.datatype)
+            )
+            raise RowError(
+                f"column {self.column_name(position)!r} is {_cell(cells[position])}, "
+                f"{error.problem}"
+            ) from None
+
+    def _refusal(self, cells: list[str], feature: int, error: ValueRefused) -> str:
+        """Why a row's value was refused, naming its column and cell."""
+        position = self.groups[feature][(error.position or (0,))[0]]
+        cell = cells[position]
+        what = f"column {self.column_name(position)!r}"
+        if not cell.strip():
+            return f"{what} is empty"
+        return f"{what} is {_cell(cell)}, {error.problem}"
+
+
+def _reads(text: str, datatype: str) -> bool:
+    try:
+        cell_value(text, datatype)
+    except ValueRefused:
+        return False
+    return True
+
+
+def _cell(text: str) -> str:
+    return repr(shorten(text))
+
+
+class _Rows:
+    """A chunk's rows as they are read: those refused for their structure, and the
+    candidates whose values are then checked all at once (``_check_rows``).
+
+    Each candidate keeps ``detail``, what a refusal's message needs (its CSV
+    cells, or whether a JSON row gave its values by position)."""
+
+    def __init__(self, features: tuple[Feature, ...]) -> None:
+        self.features = features
+        self.rejections: list[Rejection] = []
+        self.numbers: list[tuple[int, int, str]] = []
+        self.heads: list[bytes] = []
+        self.values: list[list[list[Any]]] = []
+        self.kinds: list[int] = []
+        self.details: list[Any] = []
+
+    def reject(self, row: int, line: int, raw: str, reason: str) -> None:
+        self.rejections.append(Rejection(row, line, raw, reason))
+
+    def add(
+        self,
+        row: int,
+        line: int,
+        raw: str,
+        head: bytes,
+        values: list[list[Any]],
+        detail: Any,
+        kind: int = ARRAY_ROW,
+    ) -> None:
+        self.numbers.append((row, line, raw))
+        self.heads.append(head)
+        self.values.append(values)
+        self.details.append(detail)
+        self.kinds.append(kind)
+
+    def parsed(
+        self,
+        explain: Callable[[Any, int, ValueRefused], str],
+        rows: int,
+        lines: int,
+        *,
+        with_kinds: bool = False,
+    ) -> ParsedChunk:
+        """The chunk: candidates whose values pass as its inputs, the others
+        rejected with ``explain(detail, feature, refusal)``."""
+        inputs, refused = _check_rows(self.values, self.features)
+        heads, kinds = self.heads, self.kinds
+        if refused:
+            dropped = set()
+            for index, feature, error in refused:
+                row, line, raw = self.numbers[index]
+                reason = explain(self.details[index], feature, error)
+                self.reject(row, line, raw, reason)
+                dropped.add(index)
+            self.rejections.sort(key=lambda rejection: rejection.row)
+            keep = [index not in dropped for index in range(len(heads))]
+            heads = [head for head, kept in zip(heads, keep, strict=True) if kept]
+            kinds = [kind for kind, kept in zip(kinds, keep, strict=True) if kept]
+        return ParsedChunk(
+            heads,
+            inputs,
+            self.rejections,
+            rows=rows,
+            lines=lines,
+            kinds=np.array(kinds, dtype=np.int8) if with_kinds else None,
+        )
 
 
 # -- JSON Lines -------------------------------------------------------------------
@@ -674,10 +749,7 @@ class JsonLinesTable:
         return sum(feature.size for feature in self.features)
 
     def parse(self, chunk: bytes, first_row: int, first_line: int) -> ParsedChunk:
-        heads: list[bytes] = []
-        values: list[list[object]] = []
-        kinds: list[int] = []
-        rejections: list[Rejection] = []
+        rows = _Rows(self.features)
         row = first_row
         lines = chunk.split(b"\n")
         lines.pop()
@@ -685,86 +757,110 @@ class JsonLinesTable:
             record = line.strip()
             if not record:
                 continue
+            raw = line.decode("utf-8").removesuffix("\r")
             try:
-                kind, row_values = self._row(record)
+                kind, by_position, values = self._row(raw)
             except RowError as error:
-                raw = line.decode("utf-8").removesuffix("\r")
-                rejections.append(Rejection(row, first_line + offset, raw, str(error)))
+                rows.reject(row, first_line + offset, raw, str(error))
             else:
-                values.append(row_values)
-                heads.append(record[:-1])
-                kinds.append(kind)
+                head = record[:-1]
+                rows.add(row, first_line + offset, raw, head, values, by_position, kind)
             row += 1
-        return ParsedChunk(
-            heads,
-            _stack(values, self.features),
-            rejections,
-            rows=row - first_row,
-            lines=len(lines),
-            kinds=np.array(kinds, dtype=np.int8),
-        )
+        return rows.parsed(self._refusal, row - first_row, len(lines), with_kinds=True)
 
-    def _row(self, record: bytes) -> tuple[int, list[object]]:
+    def _row(self, record: str) -> tuple[int, bool, list[list[Any]]]:
+        """The row's shape, whether it gives its values by position, and its
+        values per feature; RowError for a row whose structure does not fit."""
         try:
             document = json.loads(record)
-        except ValueError as error:
-            message = getattr(error, "msg", str(error))
-            column = getattr(error, "colno", None)
-            where = f" at column {column}" if column is not None else ""
-            raise RowError(f"not valid JSON: {message}{where}") from None
+        except json.JSONDecodeError as error:
+            raise RowError(
+                f"not valid JSON: {error.msg} at column {error.colno}"
+            ) from None
+        except RecursionError:
+            raise RowError("not valid JSON: nested too deeply") from None
+        except ValueError:
+            raise RowError(f"not valid JSON: {LONG_NUMBER}") from None
         if isinstance(document, list):
-            return ARRAY_ROW, self._by_position(document, "the array")
+            return ARRAY_ROW, True, self._by_position(document, "the array")
         if isinstance(document, dict):
-            named = [f.name for f in self.features if f.name in document]
-            if named:
-                row_values = self._by_name(document)
-            else:
-                row_values = self._by_position(list(document.values()), "the object")
             clash = not self.prediction_keys.isdisjoint(document)
-            return (OBJECT_ROW_PREFIXED if clash else OBJECT_ROW), row_values
-        kind = "null" if document is None else type(document).__name__
-        raise RowError(f"a row must be a JSON array or object, not {kind}")
+            kind = OBJECT_ROW_PREFIXED if clash else OBJECT_ROW
+            if any(f.name in document for f in self.features):
+                return kind, False, self._by_name(document)
+            items = list(document.values())
+            if len(items) < self.width:
+                raise RowError(
+                    f"missing key {self.features[0].name!r} (or give the model's "
+                    f"{self.width} values by position; the object has {len(items)})"
+                )
+            return kind, True, self._by_position(items, "the object")
+        kind_name = "null" if document is None else type(document).__name__
+        raise RowError(f"a row must be a JSON array or object, not {kind_name}")
 
-    def _by_position(self, items: list[object], what: str) -> list[object]:
+    def _by_position(self, items: list[Any], what: str) -> list[list[Any]]:
         if len(items) < self.width:
             raise RowError(
                 f"{what} has {len(items)} values, the model takes {self.width}"
             )
-        result: list[object] = []
+        for index, item in enumerate(items[: self.width]):
+            if isinstance(item, list):
+                raise RowError(f"value {index} is {show(item)}, not a single value")
+        result: list[list[Any]] = []
         index = 0
         for feature in self.features:
-            for _ in range(feature.size):
-                result.append(json_value(items[index], feature, f"value {index}"))
-                index += 1
+            result.append(items[index : index + feature.size])
+            index += feature.size
         return result
 
-    def _by_name(self, document: dict[str, object]) -> list[object]:
-        result: list[object] = []
+    def _by_name(self, document: dict[str, Any]) -> list[list[Any]]:
+        result: list[list[Any]] = []
         for feature in self.features:
             if feature.name not in document:
                 raise RowError(f"missing key {feature.name!r}")
             items = _flatten(document[feature.name])
+            if items is None:
+                raise RowError(
+                    f"key {feature.name!r} is nested more than {MAX_NESTING} lists "
+                    f"deep, input expects {feature.size} values"
+                )
             if len(items) != feature.size:
                 raise RowError(
                     f"key {feature.name!r} has {len(items)} values, "
                     f"input expects {feature.size}"
                 )
-            for index, item in enumerate(items):
-                what = (
-                    f"key {feature.name!r}"
-                    if feature.size == 1
-                    else f"{feature.name}[{index}]"
-                )
-                result.append(json_value(item, feature, what))
+            result.append(items)
         return result
 
+    def _refusal(self, by_position: bool, feature: int, error: ValueRefused) -> str:
+        value = (error.position or (0,))[0]
+        named = self.features[feature]
+        if by_position:
+            offset = sum(f.size for f in self.features[:feature])
+            what = f"value {offset + value}"
+        elif named.size == 1:
+            what = f"key {named.name!r}"
+        else:
+            what = f"{named.name}[{value}]"
+        return f"{what} is {error.shown}, {error.problem}"
 
-def _flatten(value: object) -> list[object]:
-    if not isinstance(value, list):
-        return [value]
-    flat: list[object] = []
-    for item in value:
-        flat.extend(_flatten(item))
+
+def _flatten(value: Any) -> list[Any] | None:
+    """Nested lists' values in order; None when nested deeper than MAX_NESTING.
+    Without recursion: a row nested thousands deep is one rejected row."""
+    flat: list[Any] = []
+    stack = [iter([value])]
+    end = object()
+    while stack:
+        item = next(stack[-1], end)
+        if item is end:
+            stack.pop()
+        elif isinstance(item, list):
+            if len(stack) > MAX_NESTING:
+                return None
+            stack.append(iter(item))
+        else:
+            flat.append(item)
     return flat
 
 
@@ -926,8 +1022,9 @@ class Renderer:
 
     CSV rows get ``,cell`` per column; JSON arrays ``,value`` per value before the
     closing bracket; JSON objects ``,"key":value`` (a list for a multi-value
-    field) before the closing brace, with keys prefixed ``predicted_`` on rows
-    whose own keys would clash.
+    field, an object keyed by class for a classifier's probabilities when the
+    version has labels) before the closing brace, with keys prefixed
+    ``predicted_`` on rows whose own keys would clash.
     """
 
     fields: tuple[Field, ...]
@@ -983,7 +1080,13 @@ class Renderer:
                 continue
             key = ("predicted_" if kind == OBJECT_ROW_PREFIXED else "") + f.key
             template.append(b"," + json.dumps(key).encode() + b":")
-            if f.as_list:
+            if f.keys is not None:
+                for position, name in enumerate(f.keys):
+                    opening = b"," if position else b"{"
+                    template += [opening + json.dumps(name).encode() + b":", index]
+                    index += 1
+                template.append(b"}")
+            elif f.as_list:
                 for position in range(count):
                     template += [b"," if position else b"[", index]
                     index += 1

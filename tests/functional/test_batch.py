@@ -331,6 +331,8 @@ def test_json_lines_rows_are_arrays_or_objects_and_stay_so(batch_app: Batch) -> 
     cells = iris_cells(2, rows)
     label = [row[0] for row in cells]
     probabilities = [[float(p) for p in row[1:]] for row in cells]
+    # Keyed by class in objects, as REST gives them; in order in arrays.
+    keyed = [dict(zip(LABELS, row, strict=True)) for row in probabilities]
     out = [json.loads(line) for line in batch_app.output(key).splitlines()]
     assert out == [
         [*rows[0], label[0], *probabilities[0]],
@@ -338,7 +340,7 @@ def test_json_lines_rows_are_arrays_or_objects_and_stay_so(batch_app: Batch) -> 
             "id": "a",
             "float_input": rows[1],
             "label": label[1],
-            "probabilities": probabilities[1],
+            "probabilities": keyed[1],
         },
         [*rows[2], "extra", label[2], *probabilities[2]],
         {
@@ -347,7 +349,7 @@ def test_json_lines_rows_are_arrays_or_objects_and_stay_so(batch_app: Batch) -> 
             "l": rows[3][2],
             "p": rows[3][3],
             "label": label[3],
-            "probabilities": probabilities[3],
+            "probabilities": keyed[3],
         },
     ]
     assert manifest["output"]["columns"] == ["label", "probabilities"]
@@ -445,7 +447,9 @@ def test_bad_rows_are_rejected_with_reasons_while_the_others_are_predicted(
             "row": 2,
             "line": 3,
             "raw": "5.1,abc,1.4,0.2,bad-1",
-            "reason": "column 'sepal_width' is 'abc', not a number",
+            "reason": (
+                "column 'sepal_width' is 'abc', not a number, model expects FP32"
+            ),
         },
         {
             "row": 4,
@@ -457,7 +461,10 @@ def test_bad_rows_are_rejected_with_reasons_while_the_others_are_predicted(
             "row": 5,
             "line": 6,
             "raw": "5.1,3.5,nan,0.2,bad-3",
-            "reason": "column 'petal_length' is 'nan', not a finite number",
+            "reason": (
+                "column 'petal_length' is 'nan', not a finite number; this model "
+                "does not take NaN or Infinity"
+            ),
         },
     ]
     assert manifest["errors"] == {
@@ -476,7 +483,8 @@ def test_a_file_whose_rows_are_all_rejected_fails_with_its_report(
     assert manifest["error"] == "all 2 rows were rejected: see the errors report"
     assert manifest["retryable"] is False
     assert [item["reason"] for item in batch_app.errors(key)] == [
-        "the object has 1 values, the model takes 4",
+        "missing key 'float_input' (or give the model's 4 values by position; "
+        "the object has 1)",
         "the array has 2 values, the model takes 4",
     ]
     assert batch_app.base(key) + ".out" not in batch_app.stored()

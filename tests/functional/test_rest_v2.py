@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from chalice.test import Client
 
+from chalicelib import predict as predict_module
 from chalicelib import wiring
 from chalicelib.aliases import AliasStore
 from chalicelib.models import open_session
@@ -370,3 +371,19 @@ def test_binary_size_that_does_not_fit_the_shape_is_400(client: Client) -> None:
         "error": "inputs[0].parameters.binary_data_size: 16 bytes, shape [2, 4] of "
         "FP32 needs 32"
     }
+
+
+def test_decoded_inputs_are_not_checked_again_by_the_core(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[object] = []
+    monkeypatch.setattr(
+        predict_module, "check_inputs", lambda *args: checked.append(args)
+    )
+    response = post_json(client, "/v2/models/iris/infer", v2_request(IRIS_ROWS))
+    assert response.status_code == 200
+    assert checked == []  # the decoder's CheckedInputs are trusted
+    prediction = wiring.predictor()
+    target = prediction.resolve("iris", version=1)
+    prediction.run(target, {"float_input": np.zeros((1, 4), np.float32)})
+    assert len(checked) == 1  # a plain dict is checked

@@ -299,15 +299,32 @@ def iris_input(**changes: Any) -> dict[str, Any]:
         ),
         (
             {"inputs": [iris_input(shape="2,4")]},
-            "inputs[0].shape: expected a list of non-negative integers",
+            "inputs[0].shape: expected a list of at most 64 non-negative integers, "
+            "each below 2**63",
         ),
         (
             {"inputs": [iris_input(shape=[2, -4])]},
-            "inputs[0].shape: expected a list of non-negative integers",
+            "inputs[0].shape: expected a list of at most 64 non-negative integers, "
+            "each below 2**63",
         ),
         (
             {"inputs": [iris_input(shape=[2, True])]},
-            "inputs[0].shape: expected a list of non-negative integers",
+            "inputs[0].shape: expected a list of at most 64 non-negative integers, "
+            "each below 2**63",
+        ),
+        (
+            {"inputs": [iris_input(shape=[2, 2**63])]},
+            "inputs[0].shape: expected a list of at most 64 non-negative integers, "
+            "each below 2**63",
+        ),
+        (
+            {"inputs": [iris_input(shape=[1] * 65)]},
+            "inputs[0].shape: expected a list of at most 64 non-negative integers, "
+            "each below 2**63",
+        ),
+        (
+            {"inputs": [iris_input(), iris_input(name="b"), iris_input(name="c")]},
+            "inputs: 3 inputs, the model takes 1 (float_input)",
         ),
         (
             {"inputs": [iris_input(datatype=None)]},

@@ -284,18 +284,23 @@ def test_quoted_pass_through_cells_and_blank_lines_are_kept_or_skipped() -> None
     np.testing.assert_array_equal(parsed.inputs["float_input"][:, 0], [1.0, 5.0])
 
 
+NOT_A_NUMBER = "not a number, model expects FP32"
+NOT_FINITE = "not a finite number; this model does not take NaN or Infinity"
+
+
 @pytest.mark.parametrize(
     ("row", "reason"),
     [
         ("1,2,3,4", "the row has 4 fields, the header has 5"),
         ("1,2,3,4,5,6", "the row has 6 fields, the header has 5"),
         ("1,,3,4,a", "column 'sepal_width' is empty"),
-        ("1,abc,3,4,a", "column 'sepal_width' is 'abc', not a number"),
-        ("1,1_000,3,4,a", "column 'sepal_width' is '1_000', not a number"),
-        ("1,0x10,3,4,a", "column 'sepal_width' is '0x10', not a number"),
-        ("1,2,nan,4,a", "column 'petal_length' is 'nan', not a finite number"),
-        ("1,2,3,-inf,a", "column 'petal_width' is '-inf', not a finite number"),
-        ("1,2,3,1e999,a", "column 'petal_width' is '1e999', not a finite number"),
+        ("1,abc,3,4,a", f"column 'sepal_width' is 'abc', {NOT_A_NUMBER}"),
+        ("1,1_000,3,4,a", f"column 'sepal_width' is '1_000', {NOT_A_NUMBER}"),
+        ("1,0x10,3,4,a", f"column 'sepal_width' is '0x10', {NOT_A_NUMBER}"),
+        ("1,true,3,4,a", f"column 'sepal_width' is 'true', {NOT_A_NUMBER}"),
+        ("1,2,nan,4,a", f"column 'petal_length' is 'nan', {NOT_FINITE}"),
+        ("1,2,3,-inf,a", f"column 'petal_width' is '-inf', {NOT_FINITE}"),
+        ("1,2,3,1e999,a", f"column 'petal_width' is '1e999', {NOT_FINITE}"),
     ],
 )
 def test_bad_csv_rows_are_rejected_with_their_reason(row: str, reason: str) -> None:
@@ -319,11 +324,21 @@ def test_long_pass_through_cells_are_kept_on_both_paths() -> None:
     [
         (
             "1.5,2.5,1,1,yes",
-            "column 'flag' is 'yes', not a boolean (0, 1, true or false)",
+            "column 'flag' is 'yes', not a boolean, model expects BOOL",
         ),
-        ("1.5,2.5,2.5,1,1", "column 'n' is '2.5', not an integer (INT8)"),
-        ("1.5,2.5,300,1,1", "column 'n' is '300', out of range for INT8"),
-        ("1.5,2.5,-129.0,1,1", "column 'n' is '-129.0', out of range for INT8"),
+        ("1.5,2.5,1,1,1", "column 'flag' is '1', not a boolean, model expects BOOL"),
+        (
+            "1.5,2.5,2.5,1,true",
+            "column 'n' is '2.5', not an integer, model expects INT8",
+        ),
+        (
+            "1.5,2.5,300,1,true",
+            "column 'n' is '300', out of range for INT8 (-128 to 127)",
+        ),
+        (
+            "1.5,2.5,-129.0,1,true",
+            "column 'n' is '-129.0', out of range for INT8 (-128 to 127)",
+        ),
     ],
 )
 def test_integer_and_boolean_inputs_reject_what_they_cannot_hold(
@@ -336,7 +351,7 @@ def test_integer_and_boolean_inputs_reject_what_they_cannot_hold(
 
 def test_integer_and_boolean_inputs_get_their_dtypes_on_both_paths() -> None:
     table = csv_table("x_0,x_1,n,id,flag", MIXED_FEATURES)
-    parsed = parse_both(table, b"1.5,2.5,-3,7,1\n0,0,4.0,8,0\n")
+    parsed = parse_both(table, b"1.5,2.5,-3,7,true\n0,0,4.0,8,false\n")
     assert parsed.inputs["x"].dtype == np.float64 and parsed.inputs["x"].shape == (2, 2)
     assert (
         parsed.inputs["n"].tolist() == [-3, 4] and parsed.inputs["n"].dtype == np.int8
@@ -400,15 +415,23 @@ def test_json_rows_are_arrays_or_objects_by_name_or_by_position() -> None:
         ('"text"', "a row must be a JSON array or object, not str"),
         ("null", "a row must be a JSON array or object, not null"),
         ("[1, 2, 3]", "the array has 3 values, the model takes 4"),
-        ('{"a": 1}', "the object has 1 values, the model takes 4"),
+        (
+            '{"a": 1}',
+            "missing key 'float_input' (or give the model's 4 values by position; "
+            "the object has 1)",
+        ),
         (
             '{"float_input": [1, 2, 3]}',
             "key 'float_input' has 3 values, input expects 4",
         ),
-        ('[1, "2", 3, 4]', 'value 1 is "2", not a number'),
-        ("[1, true, 3, 4]", "value 1 is true, not a number"),
-        ("[1, 2, NaN, 4]", "value 2 is NaN, not a finite number"),
-        ('{"float_input": [1, 2, null, 4]}', "float_input[2] is null, not a number"),
+        ('[1, "2", 3, 4]', f'value 1 is "2", {NOT_A_NUMBER}'),
+        ("[1, true, 3, 4]", f"value 1 is true, {NOT_A_NUMBER}"),
+        ("[1, [2], 3, 4]", "value 1 is [2], not a single value"),
+        ("[1, 2, NaN, 4]", f"value 2 is NaN, {NOT_FINITE}"),
+        (
+            '{"float_input": [1, 2, null, 4]}',
+            f"float_input[2] is null, {NOT_A_NUMBER}",
+        ),
     ],
 )
 def test_bad_json_rows_are_rejected_with_their_reason(line: str, reason: str) -> None:
@@ -423,7 +446,7 @@ def test_json_objects_name_every_input_or_are_rejected() -> None:
         b'{"x": [1, 2], "n": 300, "flag": true}\n{"x": [1, 2], "flag": 1}\n', 1, 1
     )
     assert [item.reason for item in parsed.rejections] == [
-        "key 'n' is 300, out of range for INT8",
+        "key 'n' is 300, out of range for INT8 (-128 to 127)",
         "missing key 'n'",
     ]
 
@@ -553,7 +576,11 @@ def test_json_rows_get_fields_in_their_own_shape() -> None:
     assert json.loads(second) == {
         "label": "x",
         "predicted_label": "virginica",
-        "predicted_probabilities": [0.0, 0.25, 0.75],
+        "predicted_probabilities": {
+            "setosa": 0.0,
+            "versicolor": 0.25,
+            "virginica": 0.75,
+        },
     }
     plain = tabular.assemble(
         [b'{"id": 1'],
@@ -565,8 +592,17 @@ def test_json_rows_get_fields_in_their_own_shape() -> None:
     assert json.loads(plain) == {
         "id": 1,
         "label": "setosa",
-        "probabilities": [0.9, 0.1, 0.0],
+        "probabilities": {"setosa": 0.9, "versicolor": 0.1, "virginica": 0.0},
     }
+    unlabelled = tabular.make_renderer(tabular.output_fields(manifest(IRIS)), JSONL)
+    bare = tabular.assemble(
+        [b'{"id": 1'],
+        unlabelled.suffixes(
+            {k: v[:1] for k, v in OUTPUTS.items()},
+            np.array([tabular.OBJECT_ROW], np.int8),
+        ),
+    )
+    assert json.loads(bare)["probabilities"] == [0.9, 0.1, 0.0]
 
 
 def test_regression_values_are_scalars_in_json_and_columns_in_csv() -> None:
