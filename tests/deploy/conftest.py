@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -17,7 +16,6 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
-from chalicelib.config import Settings
 from tests.conftest import ROOT
 from tests.deploy.iam_stack import PART_BYTES, STAGE, Credentials, IamStack
 
@@ -53,27 +51,26 @@ def app_as(
         functools.partial(LambdaContext, max_runtime_ms=900_000),
     )
 
-    def settings() -> Settings:
-        # The stage's environment wins over the test's own: change the settings.
-        return replace(
-            Settings.from_env(),
-            model_cache_dir=str(tmp_path / "models"),
-            batch_part_bytes=PART_BYTES,
-        )
-
     @contextmanager
     def run_as(keys: Credentials) -> Iterator[Client]:
         for variable, value in keys.environment(iam_stack.endpoint_url).items():
             monkeypatch.setenv(variable, value)
-        monkeypatch.setattr(wiring, "settings", functools.cache(settings))
         # boto3's default session keeps the first credentials it found: a fresh
         # container starts without one.
         monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
-        wiring.reset()
+        # The stage's environment wins over the test's own: change the settings.
+        # Capture writes each request at once, so a test can read it back.
+        overrides = {
+            "model_cache_dir": str(tmp_path / "models"),
+            "batch_part_bytes": PART_BYTES,
+            "capture_flush_records": 1,
+        }
+        wiring.install(wiring.Container(overrides=overrides))
         try:
             with Client(app, stage_name=STAGE, project_dir=str(ROOT)) as client:
                 yield client
         finally:
+            wiring.container().wait_for_background_work()
             wiring.reset()
 
     return run_as

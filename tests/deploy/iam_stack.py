@@ -117,7 +117,10 @@ class IamStack:
         )
         self.admin: S3Client = self.client("s3", self.admin_keys)
         create_buckets(
-            self.admin, self.settings.model_bucket, self.settings.batch_bucket
+            self.admin,
+            self.settings.model_bucket,
+            self.settings.batch_bucket,
+            self.settings.capture_bucket,
         )
         seed_registry(
             Registry(self.admin, self.settings.model_bucket, max_model_bytes=1 << 20),

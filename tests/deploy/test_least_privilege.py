@@ -4,6 +4,7 @@ of an IAM user holding exactly that policy, and the refusals each must make."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
@@ -12,6 +13,8 @@ import pytest
 from botocore.exceptions import ClientError
 from chalice.test import Client
 
+from chalicelib.aliases import AliasStore, Capture
+from chalicelib.registry import Registry
 from tests.deploy.conftest import AppAs
 from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy
 from tests.functional.test_batch import csv_text, expected_csv, iris_rows
@@ -41,6 +44,9 @@ def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
             ("s3:GetObject", f"{models}/models/*"),
             # Listing versions and aliases; a missing key is then a 404, not a 403.
             ("s3:ListBucket", models),
+            # Data capture: the sampled requests of aliases that capture, written
+            # once (never read, listed or overwritten by the function).
+            ("s3:PutObject", f"arn:aws:s3:::{settings.capture_bucket}/capture/*"),
         } | log_grants(f"turnout-{stage}")
     return {
         ("s3:GetObject", f"{models}/models/*"),
@@ -166,6 +172,37 @@ def test_the_api_policy_refuses_writing_models_and_reading_batch_files(
             Bucket=settings.model_bucket, Key="models/iris/versions/1/model.onnx"
         ),
         lambda: s3.list_objects_v2(Bucket=settings.batch_bucket),
+    ):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_the_api_policy_writes_captured_requests_and_nothing_else_there(
+    iam_stack: IamStack, app_as: AppAs
+) -> None:
+    settings = iam_stack.settings
+    aliases = AliasStore(Registry(iam_stack.admin, settings.model_bucket))
+    aliases.set_routing("iris", "captured", {1: 100}, actor="iam test")
+    aliases.set_capture("iris", "captured", Capture(100), actor="iam test")
+
+    with app_as(iam_stack.credentials["api"]) as client:
+        infer = v2_infer(client, "captured")
+    assert infer.status_code == 200, infer.body
+
+    listed = iam_stack.admin.list_objects_v2(
+        Bucket=settings.capture_bucket, Prefix="capture/iris/captured/"
+    )
+    (stored,) = listed["Contents"]
+    body = iam_stack.admin.get_object(Bucket=settings.capture_bucket, Key=stored["Key"])
+    (record,) = gzip.decompress(body["Body"].read()).decode().splitlines()
+    assert json.loads(record)["request_id"] == infer.headers["X-Request-Id"]
+
+    s3: S3Client = iam_stack.client("s3", iam_stack.credentials["api"])
+    for call in (
+        lambda: s3.put_object(Bucket=settings.capture_bucket, Key="other", Body=b"x"),
+        lambda: s3.get_object(Bucket=settings.capture_bucket, Key=stored["Key"]),
+        lambda: s3.list_objects_v2(Bucket=settings.capture_bucket),
     ):
         with pytest.raises(ClientError) as refused:
             call()
