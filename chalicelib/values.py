@@ -165,10 +165,24 @@ def to_array(values: Any, datatype: str, allow_non_finite: bool) -> np.ndarray:
     return array
 
 
+# Up to this many values, booleans are looked for value by value.
+_SMALL = 64
+
+
 def _refuse_hidden_booleans(values: Any, raw: np.ndarray, datatype: str) -> None:
     """Refuse booleans that numpy read as 0 or 1 among numbers: only the values
     that are 0 or 1 are looked at as sent (arrays hold no booleans)."""
     if isinstance(values, np.ndarray):
+        return
+    if raw.ndim == 2 and raw.size <= _SMALL:
+        # The usual on-demand request: a few rows. Looking at each value costs
+        # less than the array comparisons below.
+        for row_index, row in enumerate(values):
+            for column, value in enumerate(row):
+                if type(value) is bool:
+                    raise ValueRefused(
+                        show(value), _not_a_number(datatype), (row_index, column)
+                    )
         return
     candidates = np.flatnonzero((raw == 0) | (raw == 1))
     if not candidates.size:

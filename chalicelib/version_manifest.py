@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,10 +35,19 @@ class Signature:
     outputs: tuple[TensorSpec, ...]
 
     def input(self, name: str) -> TensorSpec | None:
-        return next((spec for spec in self.inputs if spec.name == name), None)
+        return self._inputs_by_name.get(name)
 
     def output(self, name: str) -> TensorSpec | None:
-        return next((spec for spec in self.outputs if spec.name == name), None)
+        return self._outputs_by_name.get(name)
+
+    # Looked up on every request: built once per signature.
+    @functools.cached_property
+    def _inputs_by_name(self) -> dict[str, TensorSpec]:
+        return {spec.name: spec for spec in reversed(self.inputs)}
+
+    @functools.cached_property
+    def _outputs_by_name(self) -> dict[str, TensorSpec]:
+        return {spec.name: spec for spec in reversed(self.outputs)}
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,12 @@ def test_nan_and_infinity_cells_read_as_floats() -> None:
             "false is not a number, model expects FP32",
             (1, 0),
         ),
+        (
+            # More values than are looked at one by one: the array path.
+            [[2.5, 3.0]] * 30 + [[7.0, False]] + [[1.0, 0.0]] * 9,
+            "false is not a number, model expects FP32",
+            (30, 1),
+        ),
         ([0, 1, 1.0, 0.0], None, None),
     ],
 )
