@@ -399,3 +399,12 @@ def test_a_tampered_version_is_not_downloaded_again_for_each_request(
         assert response.status_code == 503
     assert infer(client, "/v2/models/iris/versions/1/infer").status_code == 200
     assert fetched == [2, 1]
+
+
+def test_the_readme_routing_keys_land_where_the_readme_says(client: Client) -> None:
+    # iris@prod is 1:90 2:10 in the demo registry, as in make dev.
+    answered = {
+        key: served_by(infer(client, headers={"X-Routing-Key": key}))[1]
+        for key in ("customer-42", "customer-7")
+    }
+    assert answered == {"customer-42": "1", "customer-7": "2"}
