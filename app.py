@@ -126,11 +126,11 @@ def handle_batch_upload(event: S3Event) -> object:
     """Predict a file uploaded under incoming/ (see chalicelib.batch)."""
     # Imported here, not at the top: a REST function's cold start, paid by a
     # caller, would otherwise compile and run the batch modules it never uses.
-    from chalicelib import batch
+    from chalicelib.batch import job
 
     context: Any = event.context  # Lambda's context object (Chalice types it dict)
     wired = wiring.container()
-    return batch.process_upload(
+    return job.process_upload(
         event.bucket,
         event.key,
         s3=wired.batch_s3,

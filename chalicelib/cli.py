@@ -750,16 +750,17 @@ def batch() -> None:
 def batch_status(session: Session, key: str, batch_bucket: str) -> int:
     """Show the job of the file at KEY (incoming/...). The exit status says its
     state: 0 succeeded, 3 partial, 4 failed, 5 dead, 6 running."""
-    from chalicelib import batch as jobs
+    from chalicelib.batch.keys import outputs_base
+    from chalicelib.batch.record import Ledger, job_state
     from chalicelib.errors import BatchJobNotFoundError
     from chalicelib.registry import utc_now
 
     s3 = s3_client(session.endpoint_url)
-    ledger = jobs.Ledger(s3, batch_bucket, jobs.outputs_base(key) + ".manifest.json")
+    ledger = Ledger(s3, batch_bucket, outputs_base(key) + ".manifest.json")
     document = ledger.read()
     if document is None:
         raise BatchJobNotFoundError(key)
-    state = jobs.job_state(document, utc_now())
+    state = job_state(document, utc_now())
     session.emit(
         {"key": key, "state": state, "manifest": document},
         batch_job_lines(key, state, document),
@@ -774,11 +775,11 @@ def batch_status(session: Session, key: str, batch_bucket: str) -> int:
 def batch_retry(session: Session, key: str, batch_bucket: str) -> None:
     """Run the job of the file at KEY again, without uploading it again: for a
     dead job or one that failed for a reason a retry may change."""
-    from chalicelib import batch as jobs
+    from chalicelib.batch.job import retry_job
     from chalicelib.registry import utc_now
 
     s3 = s3_client(session.endpoint_url)
-    previous = jobs.retry_job(s3, batch_bucket, key, now=utc_now())
+    previous = retry_job(s3, batch_bucket, key, now=utc_now())
     session.emit(
         {"key": key, "retried": True, "previous": previous},
         [

@@ -7,14 +7,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib.batch import (
-    BatchKey,
-    is_batch_input,
-    job_state,
-    outputs_base,
-    parse_key,
-    skip_reason,
-)
+from chalicelib.batch.keys import BatchKey, is_batch_input, outputs_base, parse_key
+from chalicelib.batch.record import job_state, skip_reason
 from chalicelib.errors import BatchFileError, BatchKeyError
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
