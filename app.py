@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Chalice, Response, S3Event
+from chalice.app import Chalice, Response, S3Event, SQSEvent
 
 from chalicelib import rest, wiring
 from chalicelib.config import INCOMING_PREFIX, Settings
@@ -115,8 +115,10 @@ def predict(name: str) -> Response:
 
 # --- Batch: S3 uploads under incoming/ -----------------------------------------
 
-# Chalice reads the bucket when it deploys: set TURNOUT_BATCH_BUCKET for that too.
+# Chalice reads the bucket and the queue when it deploys: set TURNOUT_BATCH_BUCKET
+# and TURNOUT_BATCH_SHARD_QUEUE for that too.
 BATCH_BUCKET = Settings.from_env().batch_bucket or "turnout-batch-dev"
+SHARD_QUEUE = Settings.from_env().batch_shard_queue or "turnout-batch-shards-dev"
 
 
 @app.on_s3_event(
@@ -137,4 +139,27 @@ def handle_batch_upload(event: S3Event) -> object:
         predictor=wired.predictor,
         settings=wired.settings,
         seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
+        shards=wired.shard_queue,
     )
+
+
+@app.on_sqs_message(queue=SHARD_QUEUE, batch_size=1)
+def handle_batch_shard(event: SQSEvent) -> list[dict[str, Any]]:
+    """Predict one shard of a fanned-out file (see chalicelib.batch.shard); an
+    error makes SQS deliver the message again, up to the queue's maxReceiveCount,
+    then to its dead-letter queue."""
+    from chalicelib.batch import shard
+
+    context: Any = event.context
+    wired = wiring.container()
+    return [
+        shard.process_shard(
+            record.body,
+            attempt=int(record.to_dict()["attributes"]["ApproximateReceiveCount"]),
+            s3=wired.batch_s3,
+            predictor=wired.predictor,
+            settings=wired.settings,
+            seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
+        )
+        for record in event
+    ]

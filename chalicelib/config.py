@@ -56,6 +56,15 @@ class Settings:
     # batch_safety_seconds (a function with 3 s still gets 2.7 s of work).
     batch_safety_seconds: float = 20.0
     batch_safety_fraction: float = 0.1
+    # Fan-out: an uncompressed file larger than this (0: none) is cut into shards of
+    # about this size, each predicted by its own invocation of the shard function,
+    # fed by the SQS queue batch_shard_queue. A shard that failed this many times
+    # (the queue's maxReceiveCount) fails the job and goes to the dead-letter queue.
+    batch_shard_bytes: int = 0
+    batch_shard_queue: str = ""
+    batch_shard_attempts: int = 3
+    # A running job's manifest says how far it is at most this often.
+    batch_progress_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

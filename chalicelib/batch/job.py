@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -24,12 +23,22 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib import tabular
+from chalicelib.batch.deadline import Deadline
+from chalicelib.batch.fanout import (
+    ShardQueue,
+    delete_parts,
+    plan_shards,
+    shard_tasks,
+    wants_fan_out,
+)
 from chalicelib.batch.keys import (
     CONTENT_TYPES,
     BatchKey,
+    RunKeys,
     is_batch_input,
     outputs_base,
     parse_key,
+    parts_prefix,
 )
 from chalicelib.batch.pipeline import Pipeline
 from chalicelib.batch.record import (
@@ -45,7 +54,8 @@ from chalicelib.batch.record import (
     job_state,
     skip_reason,
 )
-from chalicelib.batch.s3io import SourceStream, StreamingUpload
+from chalicelib.batch.s3io import SourceStream, StreamingUpload, write_condition
+from chalicelib.batch.shards import Shard
 from chalicelib.config import Settings
 from chalicelib.documents import is_missing, is_precondition_failure
 from chalicelib.errors import (
@@ -53,7 +63,6 @@ from chalicelib.errors import (
     BatchJobNotFoundError,
     BatchRetryRefusedError,
     BatchStartedTooLateError,
-    BatchTimeLimitError,
     NotFoundError,
     SourceChangedError,
     TurnoutError,
@@ -141,11 +150,14 @@ def process_upload(
     settings: Settings,
     seconds_left: Callable[[], float],
     clock: Callable[[], datetime] = utc_now,
+    shards: ShardQueue | None = None,
 ) -> dict[str, Any] | None:
     """Process the file uploaded at ``key`` (already URL-decoded), once per ETag.
 
-    ``seconds_left`` says how long the function may still run. Returns what
-    happened (``action`` processed, skipped or lost, and the manifest); None when
+    ``seconds_left`` says how long the function may still run. A file larger than
+    ``batch_shard_bytes`` is fanned out: its shards go to ``shards`` and the shard
+    function predicts them (``chalicelib.batch.shard``). Returns what happened
+    (``action`` processed, fanned_out, skipped or lost, and the manifest); None when
     ``key`` is not a batch input or no longer exists. Errors that the file or the
     registry explain end in a failed manifest; other errors are recorded as a
     retryable failure and raised again, so that Lambda retries the event.
@@ -168,6 +180,7 @@ def process_upload(
         settings=settings,
         seconds_left=seconds_left,
         clock=clock,
+        shards=shards,
     )
     return job.run()
 
@@ -184,12 +197,13 @@ class BatchJob:
         settings: Settings,
         seconds_left: Callable[[], float],
         clock: Callable[[], datetime],
+        shards: ShardQueue | None = None,
     ) -> None:
         self.source = source
+        self.shards = shards
         self.s3 = s3
         self.predictor = predictor
         self.settings = settings
-        self.seconds_left = seconds_left
         self.clock = clock
         self.run_id = uuid.uuid4().hex
         base = outputs_base(source.key)
@@ -198,14 +212,7 @@ class BatchJob:
         self.ledger = Ledger(s3, source.bucket, base + ".manifest.json")
         self.counts = Counts()
         self.started_at = clock()
-        self._started = time.monotonic()
-        self.seconds_at_start = max(0.0, seconds_left())
-        # The time kept for the last writes: a share of what the function had,
-        # so that a short timeout (or chalice.test's 3 s) still leaves time to work.
-        self.safety_seconds = min(
-            settings.batch_safety_seconds,
-            settings.batch_safety_fraction * self.seconds_at_start,
-        )
+        self.deadline = Deadline(seconds_left, settings)
         self.batch_key: BatchKey | None = None
         self.target: Target | None = None
         self.out: StreamingUpload | None = None
@@ -213,6 +220,7 @@ class BatchJob:
         self.stream: SourceStream | None = None
         self.output: dict[str, Any] | None = None
         self.errors_report: dict[str, Any] | None = None
+        self.fanned_out: dict[str, Any] | None = None
 
     # -- the life of a job ------------------------------------------------------
 
@@ -221,7 +229,7 @@ class BatchJob:
         reason = skip_reason(existing, self.source.etag, self.clock())
         if reason is not None:
             return self._skipped(reason, existing)
-        expires = self.started_at + timedelta(seconds=self.seconds_at_start)
+        expires = self.started_at + timedelta(seconds=self.deadline.seconds_at_start)
         claim = self._document(RUNNING)
         claim["claim"] = {"run_id": self.run_id, "expires_at": iso_timestamp(expires)}
         try:
@@ -251,6 +259,9 @@ class BatchJob:
                 retryable=True,
             )
             raise
+        if self.fanned_out is not None:
+            self._log("batch_fanned_out", shards=self.fanned_out["progress"]["shards"])
+            return {"action": "fanned_out", "manifest": self.fanned_out}
         return self._finish()
 
     def _process(self) -> None:
@@ -264,6 +275,22 @@ class BatchJob:
         # A whole file copied to a shadow would double the job's work: batch jobs
         # run the version that answers, and only that one.
         self.target = replace(target, shadow=None)
+        if self.shards is not None and wants_fan_out(
+            self.source.size, batch_key, self.settings
+        ):
+            source = self.source
+            shards, data_start = plan_shards(
+                self.s3,
+                source.bucket,
+                source.key,
+                source.etag,
+                source.size,
+                batch_key,
+                self.settings,
+            )
+            if len(shards) > 1:
+                self._fan_out(self.shards, shards, data_start)
+                return
         pipeline = Pipeline(self, batch_key, self.target)
         self.check_time()
         self.stream = SourceStream(
@@ -313,18 +340,45 @@ class BatchJob:
             "columns": pipeline.columns(),
         }
 
-    def check_time(self) -> None:
-        """BatchTimeLimitError once the function is within its safety margin of its
-        time limit; BatchStartedTooLateError when that is before any byte is read."""
-        if self.seconds_left() > self.safety_seconds:
-            return
-        seconds = time.monotonic() - self._started
-        done = self.stream.bytes_read if self.stream else 0
-        if not done:
-            raise BatchStartedTooLateError(seconds, self.seconds_at_start)
-        raise BatchTimeLimitError(
-            seconds, done, self.source.size, self.counts.predicted
+    def _fan_out(self, queue: ShardQueue, shards: list[Shard], data_start: int) -> None:
+        """Hand the file's shards to the shard function: the running manifest with
+        the run's plan first (shards find it), then one message per shard."""
+        source, target = self.source, self.target
+        assert target is not None
+        run = RunKeys.of(source.key, self.run_id)
+        delete_parts(self.s3, source.bucket, parts_prefix(source.key), keep=run.prefix)
+        now = self.clock()
+        lease = self.deadline.seconds_at_start * self.settings.batch_shard_attempts
+        document = self._document(RUNNING)
+        document["claim"] = {
+            "run_id": self.run_id,
+            "expires_at": iso_timestamp(now + timedelta(seconds=lease)),
+        }
+        document["progress"] = {
+            "shards_done": 0,
+            "shards": len(shards),
+            "bytes_done": 0,
+            "bytes": source.size,
+            "rows_done": 0,
+            "updated_at": iso_timestamp(now),
+        }
+        self.ledger.write(document)
+        tasks = shard_tasks(
+            source.bucket,
+            source.key,
+            source.etag,
+            self.run_id,
+            target.version,
+            shards,
+            data_start,
         )
+        queue.send([task.to_json() for task in tasks])
+        self.fanned_out = document
+
+    def check_time(self) -> None:
+        """Stop the job a safety margin before the function's time limit."""
+        done = self.stream.bytes_read if self.stream else 0
+        self.deadline.check(done, self.source.size, self.counts.predicted)
 
     # -- writes only the claim's holder can make ---------------------------------
 
@@ -360,14 +414,7 @@ class BatchJob:
                     raise
 
     def _condition_on(self, key: str) -> dict[str, str]:
-        """``IfMatch`` the object's ETag, or ``IfNoneMatch`` when there is none."""
-        try:
-            etag = self.s3.head_object(Bucket=self.source.bucket, Key=key)["ETag"]
-        except ClientError as error:
-            if is_missing(error):
-                return {"IfNoneMatch": "*"}
-            raise
-        return {"IfMatch": etag}
+        return write_condition(self.s3, self.source.bucket, key)
 
     def _holds_claim(self) -> bool:
         """Whether this job's manifest is still the last one written (True when S3
@@ -484,7 +531,7 @@ class BatchJob:
             "run_id": self.run_id,
             "started_at": iso_timestamp(self.started_at),
             "finished_at": iso_timestamp(self.clock()) if finished else None,
-            "seconds": round(time.monotonic() - self._started, 3) if finished else None,
+            "seconds": round(self.deadline.elapsed(), 3) if finished else None,
         }
         return document
 

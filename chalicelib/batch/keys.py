@@ -8,6 +8,8 @@ Layout, in the batch bucket::
     outgoing/{model...}/{path}.out            predictions, one row per predicted row
     outgoing/{model...}/{path}.manifest.json  the job: status, version, counts, why
     outgoing/{model...}/{path}.errors.jsonl   rejected rows, when there are any
+    outgoing/{model...}/{path}.parts/{run}/   a fanned-out run's shards, until the
+                                              outputs are assembled (RunKeys)
 """
 
 from __future__ import annotations
@@ -45,6 +47,68 @@ class BatchKey:
 def outputs_base(key: str) -> str:
     """``incoming/X`` -> ``outgoing/X``: the outputs' common prefix."""
     return OUTGOING + key.removeprefix(INCOMING)
+
+
+def parts_prefix(key: str) -> str:
+    """Where the fanned-out runs of the file at ``key`` keep their shards."""
+    return outputs_base(key) + ".parts/"
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    """What a done marker's key says: which shard, its bytes and its rows."""
+
+    index: int
+    size: int
+    read: int
+    predicted: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """The keys of one fanned-out run's intermediate objects.
+
+    A shard's done marker carries its counts in its key, so that one listing
+    says how far the run is.
+    """
+
+    prefix: str
+
+    @classmethod
+    def of(cls, key: str, run_id: str) -> RunKeys:
+        return cls(f"{parts_prefix(key)}{run_id}/")
+
+    def out(self, index: int) -> str:
+        return f"{self.prefix}{index:05d}.out"
+
+    def errors(self, index: int) -> str:
+        return f"{self.prefix}{index:05d}.errors.jsonl"
+
+    @property
+    def done_prefix(self) -> str:
+        return self.prefix + "done/"
+
+    def done_of(self, index: int) -> str:
+        """The prefix of shard ``index``'s done marker."""
+        return f"{self.done_prefix}{index:05d}-"
+
+    def done(self, marker: ShardDone) -> str:
+        return (
+            f"{self.done_of(marker.index)}{marker.size}-{marker.read}-"
+            f"{marker.predicted}-{marker.rejected}.json"
+        )
+
+    def parse_done(self, key: str) -> ShardDone:
+        """The counts in a done marker's key (ValueError for another key)."""
+        fields = key.removeprefix(self.done_prefix).removesuffix(".json").split("-")
+        index, size, read, predicted, rejected = map(int, fields)
+        return ShardDone(index, size, read, predicted, rejected)
+
+    @property
+    def assembler(self) -> str:
+        """The claim of the shard that assembles the outputs."""
+        return self.prefix + "assembler.json"
 
 
 def is_batch_input(key: str) -> bool:

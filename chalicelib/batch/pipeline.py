@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib import tabular
 from chalicelib.batch.keys import BatchKey
@@ -14,16 +15,52 @@ from chalicelib.errors import BatchFileError
 from chalicelib.predict import Target
 
 if TYPE_CHECKING:
-    from chalicelib.batch.job import BatchJob
+    from chalicelib.batch.record import Counts
+    from chalicelib.config import Settings
+    from chalicelib.predict import Predictor
 
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+class Host(Protocol):
+    """What a pipeline needs from the job (or shard) that runs it."""
+
+    settings: Settings
+    predictor: Predictor
+    run_id: str
+    counts: Counts
+
+    def check_time(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Header:
+    """A CSV file's header, for a pipeline that starts after it (a shard)."""
+
+    line: bytes
+    lines: int
 
 
 class Pipeline:
     """The chunks of one file through the model: parse, predict, format, write."""
 
-    def __init__(self, job: BatchJob, batch_key: BatchKey, target: Target) -> None:
+    def __init__(
+        self,
+        job: Host,
+        batch_key: BatchKey,
+        target: Target,
+        *,
+        at_start: bool = True,
+        at_end: bool = True,
+        header: Header | None = None,
+    ) -> None:
+        """A pipeline over the whole file, or over a shard of it: one that is not
+        ``at_start`` begins on a record boundary, after the CSV ``header`` (and
+        writes no output header); one that is not ``at_end`` must end on one (a
+        record left unfinished there is an error, not the file's last line)."""
         self.job = job
+        self.at_start = at_start
+        self.at_end = at_end
         self.counts = job.counts
         self.fmt = batch_key.fmt
         self.target = target
@@ -41,6 +78,11 @@ class Pipeline:
         self.renderer: tabular.Renderer | None = None
         self.header = b""
         self.line = 1
+        if not at_start and self.fmt == tabular.CSV:
+            assert header is not None, "a CSV shard needs the file's header"
+            self._read_header(header.line, header.lines)
+        # Lines of records (not the header) read: where the next shard's start.
+        self.data_lines = 0
         self.widths: dict[str, int] = {}
         self.looks_gzip = False
 
@@ -73,8 +115,9 @@ class Pipeline:
         splitter = tabular.RecordSplitter(
             self.job.settings.batch_rows_per_chunk,
             quoted=csv,
-            header=csv,
+            header=csv and self.table is None,
             max_record_bytes=tabular.MAX_RECORD_BYTES,
+            at_start=self.at_start,
         )
         row = 1
         first = True
@@ -88,11 +131,22 @@ class Pipeline:
                 parsed = table.parse(chunk, row, self.line)
                 row += parsed.rows
                 self.line += parsed.lines
+                self.data_lines += parsed.lines
                 yield parsed
         for chunk in splitter.close():
+            if not self.at_end:
+                raise BatchFileError(
+                    f"a record does not end where this shard does (line {self.line} "
+                    "on): a quoted CSV field holds a line break, which a byte range "
+                    "cannot tell from a line end; upload the file gzip-compressed "
+                    "(.csv.gz) to process it in one invocation"
+                )
             table = self._table(splitter)
             self._check_text(chunk)
-            yield table.parse(chunk, row, self.line)
+            parsed = table.parse(chunk, row, self.line)
+            self.line += parsed.lines
+            self.data_lines += parsed.lines
+            yield parsed
         self._table(splitter)  # a header without rows still needs one
 
     def _table(
@@ -103,11 +157,15 @@ class Pipeline:
                 raise BatchFileError(
                     "the file is empty: a CSV file starts with a header line"
                 )
-            self.header = splitter.header
-            self._check_text(self.header)
-            self.table = tabular.CsvTable.from_header(self.header, self.features)
-            self.line = 1 + splitter.header_lines
+            self._read_header(splitter.header, splitter.header_lines)
+        assert self.table is not None
         return self.table
+
+    def _read_header(self, line: bytes, lines: int) -> None:
+        self.header = line
+        self._check_text(line)
+        self.table = tabular.CsvTable.from_header(line, self.features)
+        self.line = 1 + lines
 
     def _predict(
         self,
@@ -149,7 +207,7 @@ class Pipeline:
         fields = tabular.output_fields(self.target.manifest, self.widths)
         header = self.table.header if isinstance(self.table, tabular.CsvTable) else ()
         self.renderer = tabular.make_renderer(fields, self.fmt, header)
-        if self.fmt == tabular.CSV:
+        if self.fmt == tabular.CSV and self.at_start:
             out.write(self.renderer.csv_header(self.header))
         return self.renderer
 

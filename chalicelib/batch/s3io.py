@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.documents import error_code, is_precondition_failure
+from chalicelib.documents import error_code, is_missing, is_precondition_failure
 from chalicelib.errors import BatchFileError, SourceChangedError
 
 if TYPE_CHECKING:
@@ -89,7 +89,8 @@ class _Failure:
 
 
 class SourceStream:
-    """The object's bytes, decompressed, in blocks of at most ``block_bytes``.
+    """The object's bytes (or those from ``start`` to ``end``, exclusive),
+    decompressed, in blocks of at most ``block_bytes``.
 
     The GET is conditional on ``etag``: a replaced object raises
     SourceChangedError rather than mixing two uploads. ``bytes_read`` counts the
@@ -107,8 +108,13 @@ class SourceStream:
         block_bytes: int,
         compressed: bool,
         check_time: Callable[[], None],
+        start: int = 0,
+        end: int | None = None,
     ) -> None:
         self._request = {"Bucket": bucket, "Key": key, "IfMatch": etag}
+        if start or end is not None:
+            last = "" if end is None else str(end - 1)
+            self._request["Range"] = f"bytes={start}-{last}"
         self._s3 = s3
         self._key = key
         self._block = block_bytes
@@ -353,3 +359,15 @@ class StreamingUpload:
             Body=data,
         )
         self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+
+
+def write_condition(s3: S3Client, bucket: str, key: str) -> dict[str, str]:
+    """``IfMatch`` the ETag of the object at ``key``, or ``IfNoneMatch`` when there
+    is none: a write that fails if someone else wrote the object in between."""
+    try:
+        etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
+    except ClientError as error:
+        if is_missing(error):
+            return {"IfNoneMatch": "*"}
+        raise
+    return {"IfMatch": etag}
