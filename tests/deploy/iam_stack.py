@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 STAGE = "dev"
-FUNCTIONS = ("api", "batch")
+FUNCTIONS = ("api", "batch", "shard")
 # moto refuses multipart parts under 5 MiB; a small limit lets a test file of a
 # few thousand rows take the batch function's multipart path.
 PART_BYTES = 64 * 1024
@@ -142,7 +142,7 @@ class IamStack:
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
 
-    def client(self, service: Literal["s3", "iam"], keys: Credentials) -> Any:
+    def client(self, service: Literal["s3", "iam", "sqs"], keys: Credentials) -> Any:
         """A boto3 client on the moto server with ``keys``."""
         return boto3.client(
             service,

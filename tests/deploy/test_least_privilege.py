@@ -35,6 +35,7 @@ def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
     settings = stage_settings(stage)
     models = f"arn:aws:s3:::{settings.model_bucket}"
     batch = f"arn:aws:s3:::{settings.batch_bucket}"
+    queue = f"arn:aws:sqs:*:*:{settings.batch_shard_queue}"
     if function == "api":
         return {
             # Aliases, manifests and model files (and, later, tombstones).
@@ -42,10 +43,10 @@ def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
             # Listing versions and aliases; a missing key is then a 404, not a 403.
             ("s3:ListBucket", models),
         } | log_grants(f"turnout-{stage}")
-    return {
+    batch_work = {
         ("s3:GetObject", f"{models}/models/*"),
         ("s3:ListBucket", models),
-        # The uploaded file.
+        # The uploaded file (whole, or a shard's byte range).
         ("s3:GetObject", f"{batch}/incoming/*"),
         # A missing manifest (the job's lease) reads as NoSuchKey, not a 403.
         ("s3:ListBucket", batch),
@@ -58,7 +59,27 @@ def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
         ("s3:AbortMultipartUpload", f"{batch}/outgoing/*"),
         # Finding an interrupted job's unfinished multipart uploads to abort them.
         ("s3:ListBucketMultipartUploads", batch),
-    } | log_grants(f"turnout-{stage}-handle_batch_upload")
+        # (A fanned-out run's shards, done markers and assembly live under
+        # outgoing/ too: UploadPartCopy reads them with GetObject and writes the
+        # output with PutObject.)
+    }
+    if function == "batch":
+        return (
+            batch_work
+            # Sending a large file's shards to the shard function's queue.
+            | {("sqs:GetQueueUrl", queue), ("sqs:SendMessage", queue)}
+            | log_grants(f"turnout-{stage}-handle_batch_upload")
+        )
+    return (
+        batch_work
+        # What Lambda's SQS event source polls with, under the function's role.
+        | {
+            ("sqs:ReceiveMessage", queue),
+            ("sqs:DeleteMessage", queue),
+            ("sqs:GetQueueAttributes", queue),
+        }
+        | log_grants(f"turnout-{stage}-handle_batch_shard")
+    )
 
 
 def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
@@ -73,7 +94,7 @@ def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
-@pytest.mark.parametrize("function", ["api", "batch"])
+@pytest.mark.parametrize("function", ["api", "batch", "shard"])
 def test_each_policy_grants_exactly_what_its_function_needs(
     stage: str, function: str
 ) -> None:
@@ -91,6 +112,10 @@ def test_every_function_of_every_stage_has_its_own_policy_file() -> None:
         assert (
             functions["handle_batch_upload"]["iam_policy_file"]
             == f"policy-{stage}-batch.json"
+        )
+        assert (
+            functions["handle_batch_shard"]["iam_policy_file"]
+            == f"policy-{stage}-shard.json"
         )
 
 

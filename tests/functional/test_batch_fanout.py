@@ -35,6 +35,7 @@ from tests.functional.test_batch import (
     expected_csv,
     iris_rows,
 )
+from tools.devstack import create_shard_queue
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -136,18 +137,7 @@ def fanout(
         functools.partial(LambdaContext, max_runtime_ms=900_000),
     )
     sqs: SQSClient = boto3.client("sqs", region_name="us-east-1")
-    dead = sqs.create_queue(QueueName=QUEUE + "-dead")["QueueUrl"]
-    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    sqs.create_queue(
-        QueueName=QUEUE,
-        Attributes={
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dead_arn, "maxReceiveCount": str(ATTEMPTS)}
-            )
-        },
-    )
+    create_shard_queue(sqs, QUEUE, attempts=ATTEMPTS)
     cache = {"model_cache_dir": str(tmp_path / "models")}
     wiring.install(
         wiring.Container(overrides=ChainMap(settings_changes, cache), sqs=sqs)
