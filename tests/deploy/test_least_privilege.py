@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 from chalice.test import Client
 
+from chalicelib.batch import shards as shard_rules
 from tests.deploy.conftest import AppAs
 from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy
 from tests.functional.test_batch import csv_text, expected_csv, iris_rows
@@ -233,6 +234,56 @@ def test_the_batch_policy_predicts_a_file_end_to_end_through_multipart_output(
     assert output == expected_csv(1, rows)
     errors = read(manifest["errors"]["key"]).splitlines()
     assert [json.loads(line)["raw"] for line in errors] == ["5.1,abc,1.4,0.2,bad"]
+
+
+def test_the_batch_and_shard_policies_fan_a_file_out_and_assemble_it_in_s3(
+    iam_stack: IamStack, app_as: AppAs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = iam_stack.settings
+    # Shard outputs over the (scaled down) part minimum: UploadPartCopy runs.
+    monkeypatch.setattr(shard_rules, "MIN_PART_BYTES", PART_BYTES)
+    rows = iris_rows(12_000)
+    key = "incoming/iris@2/iam-fanned.csv"
+    iam_stack.admin.put_object(
+        Bucket=settings.batch_bucket, Key=key, Body=csv_text(rows).encode()
+    )
+    changes = {"batch_shard_bytes": PART_BYTES, "model_cache_dir": "/tmp/turnout-iam"}
+
+    with app_as(iam_stack.credentials["batch"], **changes) as client:
+        event = client.events.generate_s3_event(
+            bucket=settings.batch_bucket, key=quote_plus(key, safe="/")
+        )
+        handed = client.lambda_.invoke("handle_batch_upload", event).payload
+    sqs = iam_stack.client("sqs", iam_stack.credentials["shard"])
+    with app_as(iam_stack.credentials["shard"], **changes) as client:
+        while messages := sqs.receive_message(
+            QueueUrl=iam_stack.shard_queue_url,
+            MaxNumberOfMessages=10,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        ).get("Messages", []):
+            for message in messages:
+                event = client.events.generate_sqs_event(
+                    [message["Body"]], settings.batch_shard_queue
+                )
+                client.lambda_.invoke("handle_batch_shard", event)
+                sqs.delete_message(
+                    QueueUrl=iam_stack.shard_queue_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                )
+
+    body = iam_stack.admin.get_object(
+        Bucket=settings.batch_bucket, Key="outgoing/iris@2/iam-fanned.csv.manifest.json"
+    )
+    manifest = json.loads(body["Body"].read())
+    output = iam_stack.admin.get_object(
+        Bucket=settings.batch_bucket, Key="outgoing/iris@2/iam-fanned.csv.out"
+    )
+    assert handed["action"] == "fanned_out"
+    assert manifest["status"] == "succeeded"
+    assert len(manifest["shards"]) == handed["manifest"]["progress"]["shards"] > 2
+    # iris v2's trees predict each row alone: the same bytes whatever the batch.
+    assert output["Body"].read().decode() == expected_csv(2, rows)
+    assert int(output["ETag"].strip('"').split("-")[1]) >= 2
 
 
 def test_the_batch_policy_refuses_writing_uploads_and_models(
