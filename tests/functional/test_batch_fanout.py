@@ -10,7 +10,8 @@ import itertools
 import json
 import re
 from collections import ChainMap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -19,11 +20,14 @@ import moto.s3.models
 import pytest
 from chalice.local import LambdaContext
 from chalice.test import Client
+from click.testing import CliRunner, Result
 
 from app import app
+from chalicelib import cli as cli_module
 from chalicelib import wiring
 from chalicelib.batch import job
 from chalicelib.batch import shards as shard_rules
+from chalicelib.cli import cli
 from chalicelib.predict import Predictor
 from chalicelib.registry import Registry
 from tests.conftest import BATCH_BUCKET, ROOT
@@ -421,3 +425,123 @@ def test_a_running_job_s_manifest_says_how_far_it_is(fanout: FanOut) -> None:
     assert progress["bytes_done"] == sum(m["end"] - m["start"] for m in sizes)
     assert progress["rows_done"] == manifest["rows"]["read"] > 0
     assert len(shards) == 2
+
+
+# -- the CLI: submit, follow, list ----------------------------------------------
+
+
+@pytest.fixture
+def turnout(fanout: FanOut, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
+    """``turnout(*args)``: the CLI on moto's batch bucket; while ``--wait`` waits,
+    S3 and SQS deliver what is pending (as Lambda would in that second)."""
+    monkeypatch.setattr(cli_module, "s3_client", lambda endpoint_url: fanout.s3)
+    delivered: set[tuple[str, str]] = set()
+
+    def deliver_pending(seconds: float) -> None:
+        for name in fanout.stored():
+            etag = fanout.head(name)["ETag"]
+            if name.startswith("incoming/") and (name, etag) not in delivered:
+                delivered.add((name, etag))
+                fanout.deliver(name)
+        fanout.pump()
+
+    monkeypatch.setattr(cli_module, "pause", deliver_pending)
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(cli, [*args, "--batch-bucket", BATCH_BUCKET])
+
+    return run
+
+
+def test_submit_wait_uploads_follows_the_fanned_out_job_and_exits_with_its_state(
+    fanout: FanOut, turnout: Callable[..., Result], tmp_path: Path
+) -> None:
+    rows, text = rows_with_rejections(1_000)
+    local = tmp_path / "day one.csv"
+    local.write_text(text)
+
+    result = turnout("batch", "submit", str(local), "iris@2", "--wait")
+
+    key = "incoming/iris@2/day one.csv"
+    manifest = fanout.manifest(key)
+    assert result.exit_code == 3, result.output
+    assert manifest["status"] == "partial"
+    assert len(manifest["shards"]) > 1
+    assert result.stdout.splitlines() == [
+        f"{key}: partial",
+        "  model     iris (2)",
+        "  rows      1002 read, 1000 predicted, 2 rejected",
+        f"  run       {manifest['run_id']} started {manifest['started_at']}",
+        f"  shards    {len(manifest['shards'])} (their rows and seconds: --json)",
+        f"  output    outgoing/iris@2/day one.csv.out ({manifest['output']['size']} "
+        "bytes)",
+        "  errors    outgoing/iris@2/day one.csv.errors.jsonl (2 rows)",
+    ]
+    assert fanout.output(key) == expected_csv(2, rows)
+
+
+def test_submit_without_wait_says_how_to_follow_and_refuses_a_bad_model(
+    fanout: FanOut, turnout: Callable[..., Result], tmp_path: Path
+) -> None:
+    local = tmp_path / "rows.csv"
+    local.write_text(csv_text(iris_rows(10)))
+
+    submitted = turnout("batch", "submit", str(local), "iris")
+    refused = turnout("batch", "submit", str(local), "Iris!")
+
+    assert submitted.exit_code == 0
+    assert submitted.stdout.splitlines() == [
+        f"uploaded {local} to s3://{BATCH_BUCKET}/incoming/iris/rows.csv "
+        f"({local.stat().st_size} bytes)",
+        "follow it with: turnout batch status incoming/iris/rows.csv",
+    ]
+    assert "incoming/iris/rows.csv" in fanout.stored()
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(
+        "error: key 'incoming/Iris!/rows.csv' has an invalid model folder:"
+    )
+
+
+def test_status_of_a_running_fanned_out_job_shows_its_progress(
+    fanout: FanOut, turnout: Callable[..., Result]
+) -> None:
+    rows = iris_rows(1_000)
+    key = "incoming/iris@1/follow.csv"
+    fanout.upload(key, csv_text(rows))
+    fanout.deliver(key)
+    first, *others = fanout.receive()
+    fanout.release(others)
+    fanout.deliver_message(first)
+    progress = fanout.manifest(key)["progress"]
+
+    result = turnout("batch", "status", key)
+
+    assert result.exit_code == 6
+    done, total = progress["bytes_done"], progress["bytes"]
+    assert (
+        f"  progress  1/{progress['shards']} shards, {done / 1e6:.0f}/"
+        f"{total / 1e6:.0f} MB ({100 * done / total:.0f}%), "
+        f"{progress['rows_done']:,} rows"
+    ) in result.stdout.splitlines()
+
+
+def test_list_shows_the_jobs_of_the_period(
+    fanout: FanOut, turnout: Callable[..., Result]
+) -> None:
+    fanout.run("incoming/iris@1/a.csv", csv_text(iris_rows(5)))
+    fanout.run("incoming/iris@1/b.csv", "sepal_length\nx\n")
+
+    listed = turnout("batch", "list", "--since", "1d")
+    empty = turnout("batch", "list", "--since", "0m")
+    refused = turnout("batch", "list", "--since", "yesterday")
+
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    assert lines[0].split() == ["KEY", "STATE", "ROWS", "REJECTED", "STARTED"]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["incoming/iris@1/a.csv", "succeeded", "5", "0"],
+        ["incoming/iris@1/b.csv", "failed", "0", "0"],
+    ]
+    assert empty.stdout.splitlines() == ["no batch job in the last 0:00:00"]
+    assert refused.exit_code == 2
+    assert "'yesterday' is not a duration like 30m, 12h, 1d or 2w" in refused.stderr
