@@ -221,6 +221,8 @@ class BatchJob:
         self.output: dict[str, Any] | None = None
         self.errors_report: dict[str, Any] | None = None
         self.fanned_out: dict[str, Any] | None = None
+        self._progress_at = self.started_at
+        self._claim: dict[str, str] = {}
 
     # -- the life of a job ------------------------------------------------------
 
@@ -231,7 +233,8 @@ class BatchJob:
             return self._skipped(reason, existing)
         expires = self.started_at + timedelta(seconds=self.deadline.seconds_at_start)
         claim = self._document(RUNNING)
-        claim["claim"] = {"run_id": self.run_id, "expires_at": iso_timestamp(expires)}
+        self._claim = {"run_id": self.run_id, "expires_at": iso_timestamp(expires)}
+        claim["claim"] = self._claim
         try:
             self.ledger.write(claim)
         except ClaimLostError:
@@ -374,6 +377,26 @@ class BatchJob:
         )
         queue.send([task.to_json() for task in tasks])
         self.fanned_out = document
+
+    def report_progress(self) -> None:
+        """Write the running manifest with the bytes and rows done, at most every
+        ``batch_progress_seconds`` (ClaimLostError when another job holds it)."""
+        now = self.clock()
+        every = timedelta(seconds=self.settings.batch_progress_seconds)
+        if now - self._progress_at < every:
+            return
+        self._progress_at = now
+        document = self._document(RUNNING)
+        document["claim"] = self._claim
+        document["progress"] = {
+            "shards_done": 0,
+            "shards": 1,
+            "bytes_done": self.stream.bytes_read if self.stream else 0,
+            "bytes": self.source.size,
+            "rows_done": self.counts.read,
+            "updated_at": iso_timestamp(now),
+        }
+        self.ledger.write(document)
 
     def check_time(self) -> None:
         """Stop the job a safety margin before the function's time limit."""

@@ -32,6 +32,9 @@ class Host(Protocol):
 
     def check_time(self) -> None: ...
 
+    def report_progress(self) -> None:
+        """Say how far the work is (at a bounded rate: called for every chunk)."""
+
 
 @dataclass(frozen=True)
 class Header:
@@ -193,6 +196,7 @@ class Pipeline:
             tabular.assemble(parsed.heads, renderer.suffixes(outputs, parsed.kinds))
         )
         self.counts.predicted += parsed.accepted
+        self.job.report_progress()
 
     def _start_output(
         self, out: StreamingUpload, outputs: dict[str, Any]

@@ -175,6 +175,9 @@ class ShardRun:
         size = self.task.end - self.task.start
         self.deadline.check(done, size, self.counts.predicted)
 
+    def report_progress(self) -> None:
+        """Nothing within a shard: its done marker is its progress."""
+
     def _predict(self) -> ShardDone:
         """Predict the shard's rows into its outputs; its done marker."""
         task = self.task

@@ -6,6 +6,7 @@ the same file predicted in one invocation."""
 from __future__ import annotations
 
 import functools
+import gzip
 import itertools
 import json
 import re
@@ -25,7 +26,7 @@ from click.testing import CliRunner, Result
 from app import app
 from chalicelib import cli as cli_module
 from chalicelib import wiring
-from chalicelib.batch import job
+from chalicelib.batch import job, record
 from chalicelib.batch import shards as shard_rules
 from chalicelib.cli import cli
 from chalicelib.predict import Predictor
@@ -392,8 +393,6 @@ def test_a_quoted_line_break_across_a_cut_fails_the_job_saying_what_to_do(
 
 
 def test_a_gzip_file_is_processed_in_one_invocation(fanout: FanOut) -> None:
-    import gzip
-
     rows = iris_rows(3_000)
     key = "incoming/iris@1/whole.csv.gz"
     fanout.upload(key, gzip.compress(csv_text(rows).encode()))
@@ -545,3 +544,36 @@ def test_list_shows_the_jobs_of_the_period(
     assert empty.stdout.splitlines() == ["no batch job in the last 0:00:00"]
     assert refused.exit_code == 2
     assert "'yesterday' is not a duration like 30m, 12h, 1d or 2w" in refused.stderr
+
+
+@pytest.mark.parametrize(("every", "writes"), [(0.0, 10), (3600.0, 0)])
+def test_a_job_in_one_invocation_writes_its_progress_at_a_bounded_rate(
+    fanout: FanOut,
+    monkeypatch: pytest.MonkeyPatch,
+    settings_changes: dict[str, Any],
+    every: float,
+    writes: int,
+) -> None:
+    settings_changes.update(batch_rows_per_chunk=100, batch_progress_seconds=every)
+    written: list[dict[str, Any]] = []
+    write = record.Ledger.write
+
+    def remembered(ledger: record.Ledger, document: dict[str, Any]) -> None:
+        written.append(document)
+        write(ledger, document)
+
+    monkeypatch.setattr(record.Ledger, "write", remembered)
+    key = "incoming/iris@1/steps.csv.gz"
+    fanout.upload(key, gzip.compress(csv_text(iris_rows(1_000)).encode()))
+
+    fanout.deliver(key)
+
+    progress = [document["progress"] for document in written if "progress" in document]
+    assert [step["rows_done"] for step in progress] == list(range(100, 1_001, 100))[
+        :writes
+    ]
+    size = fanout.head(key)["ContentLength"]
+    assert all(step["shards"] == 1 and step["bytes"] == size for step in progress)
+    assert [document["status"] for document in written] == ["running"] * (
+        1 + writes
+    ) + ["succeeded"]
