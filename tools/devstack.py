@@ -775,10 +775,11 @@ class LambdaFunction:
                 name: os.environ[name] for name in DEV_OVERRIDES if name in os.environ
             }
             os.environ.update(scoped.environment_variables)
-            os.environ.update(overrides)
             self._memory_mb = scoped.lambda_memory_size or self._memory_mb
             self._timeout_ms = (scoped.lambda_timeout or 3) * 1000
             app = config.chalice_app
+            # Loading the app applies the stage's environment again: after it.
+            os.environ.update(overrides)
         except Exception:
             logger.exception("the app does not load")
             return False
