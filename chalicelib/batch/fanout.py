@@ -68,10 +68,6 @@ class ShardTask:
         except (TypeError, json.JSONDecodeError) as error:
             raise ValueError(f"not a shard message: {error}") from None
 
-    @property
-    def shard(self) -> Shard:
-        return Shard(self.index, self.start, self.end)
-
 
 class ShardQueue(Protocol):
     """Where shard messages go."""
@@ -171,11 +167,7 @@ def plan_shards(
 def wants_fan_out(size: int, batch_key: BatchKey, settings: Settings) -> bool:
     """Whether a file is a candidate for fan-out: uncompressed (a gzip stream cannot
     be entered mid-way) and larger than a shard."""
-    return (
-        0 < settings.batch_shard_bytes < size
-        and not batch_key.compressed
-        and bool(settings.batch_shard_queue)
-    )
+    return 0 < settings.batch_shard_bytes < size and not batch_key.compressed
 
 
 def list_keys(s3: S3Client, bucket: str, prefix: str) -> Iterator[str]:
@@ -270,10 +262,6 @@ class RunRecord:
             except DocumentConflictError:
                 continue
             return changed
-
-    def still_held(self) -> bool:
-        """Whether the manifest is still the one this record last read or wrote."""
-        return self.etag is not None and self.documents.etag(self.key) == self.etag
 
     def fail(self, error: str, *, retryable: bool) -> dict[str, Any] | None:
         """End the run as failed with ``error``; None when it had already ended."""

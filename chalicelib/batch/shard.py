@@ -72,7 +72,7 @@ logger = logging.getLogger("turnout.batch")
 _TRANSIENT = (NotFoundError, BatchStartedTooLateError)
 # Parts of .out sent at once: S3 copies each part at its own pace, so a thousand
 # shards' outputs are assembled in a fraction of the time one after another.
-_PARTS_IN_FLIGHT = 8
+_PARTS_IN_FLIGHT = 32
 
 
 def process_shard(
@@ -170,8 +170,13 @@ class ShardRun:
             return {"action": "shard_done", "index": self.task.index}
         try:
             return self._assemble(markers)
+        except RunEndedError:
+            raise
         except TurnoutError as error:
             return self._fail(str(error), retryable=False)
+        except BaseException as error:
+            self._give_up_after(attempt, error)  # its next delivery resumes it
+            raise
 
     def check_time(self) -> None:
         """Stop the shard a safety margin before the function's time limit."""
@@ -362,7 +367,7 @@ class ShardRun:
             return self._abandon()
         delete_parts(self.s3, task.bucket, self.keys.prefix)
         self._log("batch_finished", status=written["status"], shards=len(shards))
-        return {"action": "assembled", "manifest": written}
+        return {"action": "assembled", "index": task.index, "manifest": written}
 
     def _assemble_out(self, shards: list[dict[str, Any]], content_type: str) -> int:
         """``.out`` from the shards' outputs, in order; its size."""
@@ -520,11 +525,10 @@ class ShardRun:
         if attempt < self.settings.batch_shard_attempts:
             return
         task = self.task
-        before = sorted(marker.index for marker in self._list_done())
+        before = [marker for marker in self._list_done() if marker.index < task.index]
         rows = ""
-        if before[: task.index] == list(range(task.index)):
-            done = [m for m in self._list_done() if m.index < task.index]
-            rows = f", rows from {sum(marker.read for marker in done) + 1}"
+        if len(before) == task.index:
+            rows = f", rows from {sum(marker.read for marker in before) + 1}"
         self._fail(
             f"{self._name()} (bytes {task.start}-{task.end}{rows}) failed "
             f"{attempt} times, the last with: {error}; its message is in the "
