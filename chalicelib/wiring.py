@@ -121,7 +121,7 @@ class Container:
         from chalicelib.batch.fanout import SqsShardQueue
 
         name = self.settings.batch_shard_queue
-        return SqsShardQueue(self.sqs, name) if name else None
+        return SqsShardQueue(lambda: self.sqs, name) if name else None
 
     @functools.cached_property
     def registry(self) -> Registry:

@@ -12,6 +12,7 @@ every shard of the old run quietly.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -77,12 +78,17 @@ class ShardQueue(Protocol):
 
 
 class SqsShardQueue:
-    """The SQS queue that feeds the shard function (its URL looked up once)."""
+    """The SQS queue that feeds the shard function. Its client is made, and its
+    URL looked up, on the first send: a small file's job pays for neither."""
 
-    def __init__(self, sqs: SQSClient, name: str) -> None:
-        self.sqs = sqs
+    def __init__(self, sqs: Callable[[], SQSClient], name: str) -> None:
+        self._client = sqs
         self.name = name
         self._url: str | None = None
+
+    @functools.cached_property
+    def sqs(self) -> SQSClient:
+        return self._client()
 
     def send(self, bodies: list[str]) -> None:
         """Send every body; RuntimeError naming the first one SQS refused."""
