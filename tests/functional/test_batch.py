@@ -865,10 +865,12 @@ def test_the_deadline_comes_from_the_lambda_context(
     key = "incoming/iris@1/late-in-the-day.csv"
     manifest = batch_app.run(key, csv_text(iris_rows(5)))
     assert manifest["status"] == "failed" and manifest["retryable"] is True
+    # 900 s from the context (not chalice.test's 3), less what the invocation
+    # spent before the job started (its AWS clients, more on a loaded machine).
     assert re.fullmatch(
         r"the function's time limit came before the file was read: [0-9]+\.[0-9] s "
-        r"after the job started with 900\.0 s left; retry it, or give the function "
-        r"a longer timeout",
+        r"after the job started with (900\.0|89[0-9]\.[0-9]) s left; retry it, or "
+        r"give the function a longer timeout",
         manifest["error"],
     )
     assert batch_app.stored() == {key, batch_app.base(key) + ".manifest.json"}
