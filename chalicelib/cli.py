@@ -44,6 +44,8 @@ from chalicelib.version_manifest import Manifest, TensorSpec
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from chalicelib.batch.record import JobRecord
+
 # -- argument parsing (pure) ---------------------------------------------------
 
 
@@ -867,7 +869,7 @@ def batch_submit(
     return BATCH_EXIT_CODES.get(state, 1)
 
 
-def follow_job(s3: S3Client, bucket: str, key: str, etag: str) -> dict[str, Any]:
+def follow_job(s3: S3Client, bucket: str, key: str, etag: str) -> JobRecord:
     """The manifest of the job of the upload ``etag`` at ``key`` once it has
     ended, with a progress bar over its bytes meanwhile (on stderr)."""
     from chalicelib.batch.keys import outputs_base
@@ -882,8 +884,8 @@ def follow_job(s3: S3Client, bucket: str, key: str, etag: str) -> dict[str, Any]
                 if document.get("status") != RUNNING:
                     bar.update(1000 - done)
                     return document
-                progress = document.get("progress") or {}
-                if progress.get("bytes"):
+                progress = document.get("progress")
+                if progress and progress["bytes"]:
                     now = 1000 * progress["bytes_done"] // progress["bytes"]
                     bar.update(now - done)
                     done = now

@@ -18,14 +18,14 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from botocore.exceptions import ClientError
 
 from chalicelib import tabular
 from chalicelib.batch.keys import BatchKey, ShardDone
 from chalicelib.batch.pipeline import Header
-from chalicelib.batch.record import FAILED, RUNNING
+from chalicelib.batch.record import FAILED, RUNNING, JobRecord, Progress, RowCounts
 from chalicelib.batch.shards import Shard, cut_shards
 from chalicelib.config import Settings
 from chalicelib.documents import JsonDocuments, is_precondition_failure
@@ -237,11 +237,12 @@ class RunRecord:
         self.clock = clock
         self.etag: str | None = None
 
-    def current(self) -> dict[str, Any] | None:
+    def current(self) -> JobRecord | None:
         """The manifest if it is still this run's running one, else None."""
         found = self.documents.read(self.key)
         if found is None:
             return None
+        document: JobRecord
         document, self.etag = found
         if (
             document.get("status") != RUNNING
@@ -249,11 +250,11 @@ class RunRecord:
             or document.get("input", {}).get("etag") != self.task.etag
         ):
             return None
-        return dict(document)
+        return document
 
     def update(
-        self, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-    ) -> dict[str, Any] | None:
+        self, change: Callable[[JobRecord], JobRecord | None]
+    ) -> JobRecord | None:
         """Apply ``change`` to the manifest (None from it: leave it as it is) until
         the write wins; the document written, or None when the run is over."""
         while True:
@@ -269,20 +270,15 @@ class RunRecord:
                 continue
             return changed
 
-    def fail(self, error: str, *, retryable: bool) -> dict[str, Any] | None:
+    def fail(self, error: str, *, retryable: bool) -> JobRecord | None:
         """End the run as failed with ``error``; None when it had already ended."""
         now = self.clock()
 
-        def failed(document: dict[str, Any]) -> dict[str, Any]:
-            document = {key: value for key, value in document.items() if key != "claim"}
-            return {
-                **document,
-                "status": FAILED,
-                "error": error,
-                "retryable": retryable,
-                "finished_at": iso_timestamp(now),
-                "seconds": seconds_since(document["started_at"], now),
-            }
+        def failed(document: JobRecord) -> JobRecord:
+            ended = ended_record(document, FAILED, now)
+            ended["error"] = error
+            ended["retryable"] = retryable
+            return ended
 
         return self.update(failed)
 
@@ -294,18 +290,21 @@ class RunRecord:
         wrote."""
         now = self.clock()
 
-        def progressed(document: dict[str, Any]) -> dict[str, Any] | None:
-            last = document.get("progress", {}).get("updated_at", "")
-            if last > iso_timestamp(now - timedelta(seconds=every)):
+        def progressed(document: JobRecord) -> JobRecord | None:
+            if document["progress"]["updated_at"] > iso_timestamp(
+                now - timedelta(seconds=every)
+            ):
                 return None
             expires = iso_timestamp(now + timedelta(seconds=lease))
-            claim = document.get("claim", {})
-            return {
-                **document,
-                "rows": summed_rows(done),
-                "progress": progress(done, document["progress"], now),
-                "claim": {**claim, "expires_at": max(expires, claim["expires_at"])},
+            claim = document["claim"]
+            changed = document.copy()
+            changed["rows"] = summed_rows(done)
+            changed["progress"] = progress(done, document["progress"], now)
+            changed["claim"] = {
+                "run_id": claim["run_id"],
+                "expires_at": max(expires, claim["expires_at"]),
             }
+            return changed
 
         written = self.update(progressed)
         return written is not None and written.get("progress", {}).get(
@@ -313,7 +312,17 @@ class RunRecord:
         ) == iso_timestamp(now)
 
 
-def summed_rows(done: list[ShardDone]) -> dict[str, int]:
+def ended_record(document: JobRecord, status: str, now: datetime) -> JobRecord:
+    """A running fanned-out job's record, ended with ``status`` at ``now``."""
+    ended = document.copy()
+    ended.pop("claim", None)
+    ended["status"] = status
+    ended["finished_at"] = iso_timestamp(now)
+    ended["seconds"] = seconds_since(document["started_at"], now)
+    return ended
+
+
+def summed_rows(done: list[ShardDone]) -> RowCounts:
     return {
         "read": sum(marker.read for marker in done),
         "predicted": sum(marker.predicted for marker in done),
@@ -321,9 +330,7 @@ def summed_rows(done: list[ShardDone]) -> dict[str, int]:
     }
 
 
-def progress(
-    done: list[ShardDone], previous: dict[str, Any], now: datetime
-) -> dict[str, Any]:
+def progress(done: list[ShardDone], previous: Progress, now: datetime) -> Progress:
     """A running fanned-out job's progress: shards, bytes and rows done."""
     return {
         "shards_done": len(done),

@@ -47,8 +47,10 @@ from chalicelib.batch.record import (
     PARTIAL,
     RUNNING,
     SUCCEEDED,
+    Claim,
     ClaimLostError,
     Counts,
+    JobRecord,
     Ledger,
     claim_expiry,
     job_state,
@@ -76,7 +78,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("turnout.batch")
 
 
-def retry_job(s3: S3Client, bucket: str, key: str, *, now: datetime) -> dict[str, Any]:
+def retry_job(s3: S3Client, bucket: str, key: str, *, now: datetime) -> JobRecord:
     """Run the job of the file at ``key`` again, without uploading it again.
 
     The file is copied onto itself with new metadata: S3 sends a new event to the
@@ -220,9 +222,9 @@ class BatchJob:
         self.stream: SourceStream | None = None
         self.output: dict[str, Any] | None = None
         self.errors_report: dict[str, Any] | None = None
-        self.fanned_out: dict[str, Any] | None = None
+        self.fanned_out: JobRecord | None = None
         self._progress_at = self.started_at
-        self._claim: dict[str, str] = {}
+        self._claim: Claim = {"run_id": self.run_id, "expires_at": ""}
 
     # -- the life of a job ------------------------------------------------------
 
@@ -495,7 +497,7 @@ class BatchJob:
         self._log("batch_claim_lost", level=logging.WARNING)
         return {"action": "lost", "manifest": None}
 
-    def _skipped(self, reason: str, existing: dict[str, Any] | None) -> dict[str, Any]:
+    def _skipped(self, reason: str, existing: JobRecord | None) -> dict[str, Any]:
         logger.info(
             json.dumps(
                 {"event": "batch_skipped", "key": self.source.key, "reason": reason}
@@ -520,7 +522,7 @@ class BatchJob:
 
     # -- records ----------------------------------------------------------------
 
-    def _document(self, status: str) -> dict[str, Any]:
+    def _document(self, status: str) -> JobRecord:
         batch_key = self.batch_key
         target = self.target
         alias: str | None
@@ -534,7 +536,7 @@ class BatchJob:
         else:
             alias, version = None, None
         finished = status != RUNNING
-        document: dict[str, Any] = {
+        document: JobRecord = {
             "format": MANIFEST_FORMAT,
             "status": status,
             "model": batch_key.model if batch_key else None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from chalicelib.documents import JsonDocuments
 from chalicelib.errors import DocumentConflictError
@@ -28,6 +28,55 @@ RUNNING, SUCCEEDED, PARTIAL, FAILED = "running", "succeeded", "partial", "failed
 DEAD = "dead"
 
 
+class RowCounts(TypedDict):
+    read: int
+    predicted: int
+    rejected: int
+
+
+class Claim(TypedDict):
+    """Who runs the job, and until when: past it, a running job is dead."""
+
+    run_id: str
+    expires_at: str
+
+
+class Progress(TypedDict):
+    """How far a running job is (a job in one invocation is one shard)."""
+
+    shards_done: int
+    shards: int
+    bytes_done: int
+    bytes: int
+    rows_done: int
+    updated_at: str
+
+
+class JobRecord(TypedDict, total=False):
+    """The manifest ``outgoing/X.manifest.json``: the job's record and its lease.
+    Every job has the first fields; ``claim`` and ``progress`` while it runs,
+    ``error`` and ``retryable`` when it failed, ``shards`` when it fanned out."""
+
+    format: int
+    status: str
+    model: str | None
+    alias: str | None
+    version: int | None
+    rows: RowCounts
+    input: dict[str, Any]
+    output: dict[str, Any] | None
+    errors: dict[str, Any] | None
+    run_id: str
+    started_at: str
+    finished_at: str | None
+    seconds: float | None
+    claim: Claim
+    progress: Progress
+    error: str
+    retryable: bool
+    shards: list[dict[str, Any]]
+
+
 @dataclass
 class Counts:
     """Rows of a file (or of a part of it): read, predicted and rejected."""
@@ -36,7 +85,7 @@ class Counts:
     predicted: int = 0
     rejected: int = 0
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> RowCounts:
         return {
             "read": self.read,
             "predicted": self.predicted,
@@ -48,9 +97,7 @@ class ClaimLostError(Exception):
     """Another job took the manifest over: this one must stop without writing."""
 
 
-def skip_reason(
-    existing: dict[str, Any] | None, etag: str, now: datetime
-) -> str | None:
+def skip_reason(existing: JobRecord | None, etag: str, now: datetime) -> str | None:
     """Why a delivery for the object with ``etag`` must not run, given the manifest
     found; None when it should (new object, stale claim, retryable failure)."""
     if existing is None or existing.get("input", {}).get("etag") != etag:
@@ -65,16 +112,16 @@ def skip_reason(
     return None
 
 
-def claim_expiry(document: dict[str, Any]) -> str:
+def claim_expiry(document: JobRecord) -> str:
     """When a running job's claim expires (an ISO timestamp; '' when unknown)."""
-    expires: str = document.get("claim", {}).get("expires_at", "")
-    return expires
+    claim = document.get("claim")
+    return claim["expires_at"] if claim else ""
 
 
-def job_state(document: dict[str, Any], now: datetime) -> str:
+def job_state(document: JobRecord, now: datetime) -> str:
     """The manifest's status, or DEAD for a running job whose claim has expired:
     the function stopped (killed, out of memory) without writing its end."""
-    status: str = document.get("status", "")
+    status = document.get("status", "")
     if status == RUNNING and claim_expiry(document) <= iso_timestamp(now):
         return DEAD
     return status
@@ -89,16 +136,17 @@ class Ledger:
         self.key = key
         self._etag: str | None = None
 
-    def read(self) -> dict[str, Any] | None:
+    def read(self) -> JobRecord | None:
         """The manifest (None when there is none), remembered as the last seen."""
         found = self.documents.read(self.key)
         if found is None:
             self._etag = None
             return None
+        document: JobRecord
         document, self._etag = found
-        return dict(document)
+        return document
 
-    def write(self, document: dict[str, Any]) -> None:
+    def write(self, document: JobRecord) -> None:
         """Replace what this ledger last saw; ClaimLostError if someone else did."""
         try:
             self._etag = self.documents.write(self.key, document, etag=self._etag)

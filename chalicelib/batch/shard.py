@@ -33,10 +33,11 @@ from chalicelib.batch.fanout import (
     RunRecord,
     ShardTask,
     delete_parts,
+    ended_record,
     list_keys,
+    progress,
     read_header,
     read_range,
-    seconds_since,
     summed_rows,
 )
 from chalicelib.batch.keys import (
@@ -47,7 +48,7 @@ from chalicelib.batch.keys import (
     parse_key,
 )
 from chalicelib.batch.pipeline import Pipeline
-from chalicelib.batch.record import PARTIAL, SUCCEEDED, Counts
+from chalicelib.batch.record import PARTIAL, SUCCEEDED, Counts, JobRecord
 from chalicelib.batch.s3io import SourceStream, StreamingUpload, write_condition
 from chalicelib.batch.shards import Piece, plan_parts, renumber_rejection
 from chalicelib.config import Settings
@@ -340,25 +341,15 @@ class ShardRun:
             "columns": columns or [],
         }
 
-        def finished(document: dict[str, Any]) -> dict[str, Any]:
-            document = {key: value for key, value in document.items() if key != "claim"}
-            return {
-                **document,
-                "status": PARTIAL if rows["rejected"] else SUCCEEDED,
-                "rows": rows,
-                "output": output,
-                "errors": errors_report,
-                "finished_at": iso_timestamp(now),
-                "seconds": seconds_since(document["started_at"], now),
-                "progress": {
-                    **document["progress"],
-                    "shards_done": len(shards),
-                    "bytes_done": document["progress"]["bytes"],
-                    "rows_done": rows["read"],
-                    "updated_at": iso_timestamp(now),
-                },
-                "shards": [_shard_summary(shard) for shard in shards],
-            }
+        def finished(document: JobRecord) -> JobRecord:
+            status = PARTIAL if rows["rejected"] else SUCCEEDED
+            ended = ended_record(document, status, now)
+            ended["rows"] = rows
+            ended["output"] = output
+            ended["errors"] = errors_report
+            ended["progress"] = progress(markers, document["progress"], now)
+            ended["shards"] = [_shard_summary(shard) for shard in shards]
+            return ended
 
         if errors_report is None:
             self._delete_output(self.base + ".errors.jsonl")

@@ -555,10 +555,10 @@ def test_a_job_in_one_invocation_writes_its_progress_at_a_bounded_rate(
     writes: int,
 ) -> None:
     settings_changes.update(batch_rows_per_chunk=100, batch_progress_seconds=every)
-    written: list[dict[str, Any]] = []
+    written: list[record.JobRecord] = []
     write = record.Ledger.write
 
-    def remembered(ledger: record.Ledger, document: dict[str, Any]) -> None:
+    def remembered(ledger: record.Ledger, document: record.JobRecord) -> None:
         written.append(document)
         write(ledger, document)
 
