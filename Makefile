@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint dev models bench bench-rest bench-batch bench-package package deploy clean
+.PHONY: test lint dev models bench bench-rest bench-batch bench-fanout bench-package package deploy clean
 
 test: $(STAMP)  ## ruff, mypy and the whole suite: the one gate, the same in CI
 	$(VENV)/bin/ruff check .
@@ -25,7 +25,7 @@ deploy: package  ## chalice deploy --stage $(STAGE), with the trimmed layer (< 5
 models: $(STAMP)  ## rebuild the demo ONNX models in models/
 	$(PY) models/build.py
 
-bench: bench-rest bench-batch bench-package
+bench: bench-rest bench-batch bench-fanout bench-package
 
 bench-rest: $(STAMP)
 	$(PY) -m bench.rest
@@ -35,6 +35,9 @@ bench-package: $(STAMP)  ## package size and cold start from the unzipped packag
 
 bench-batch: $(STAMP)
 	$(PY) -m bench.batch
+
+bench-fanout: $(STAMP)  ## a file in one invocation against 1 and 2 shard workers
+	$(PY) -m bench.fanout
 
 # The venv is rebuilt when it was made by an interpreter older than 3.12.
 $(PY):

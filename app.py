@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Chalice, Response, S3Event
+from chalice.app import Chalice, Response, S3Event, SQSEvent
 
 from chalicelib import extension, rest, wiring
 from chalicelib.config import INCOMING_PREFIX, Settings
@@ -121,8 +121,10 @@ def predict(name: str) -> Response:
 
 # --- Batch: S3 uploads under incoming/ -----------------------------------------
 
-# Chalice reads the bucket when it deploys: set TURNOUT_BATCH_BUCKET for that too.
+# Chalice reads the bucket and the queue when it deploys: set TURNOUT_BATCH_BUCKET
+# and TURNOUT_BATCH_SHARD_QUEUE for that too.
 BATCH_BUCKET = Settings.from_env().batch_bucket or "turnout-batch-dev"
+SHARD_QUEUE = Settings.from_env().batch_shard_queue or "turnout-batch-shards-dev"
 
 
 @app.on_s3_event(
@@ -132,11 +134,11 @@ def handle_batch_upload(event: S3Event) -> object:
     """Predict a file uploaded under incoming/ (see chalicelib.batch)."""
     # Imported here, not at the top: a REST function's cold start, paid by a
     # caller, would otherwise compile and run the batch modules it never uses.
-    from chalicelib import batch
+    from chalicelib.batch import job
 
     context: Any = event.context  # Lambda's context object (Chalice types it dict)
     wired = wiring.container()
-    return batch.process_upload(
+    return job.process_upload(
         event.bucket,
         event.key,
         s3=wired.batch_s3,
@@ -144,4 +146,28 @@ def handle_batch_upload(event: S3Event) -> object:
         settings=wired.settings,
         seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
         observers=wired.observers,
+        shards=wired.shard_queue,
     )
+
+
+@app.on_sqs_message(queue=SHARD_QUEUE, batch_size=1)
+def handle_batch_shard(event: SQSEvent) -> list[dict[str, Any]]:
+    """Predict one shard of a fanned-out file (see chalicelib.batch.shard); an
+    error makes SQS deliver the message again, up to the queue's maxReceiveCount,
+    then to its dead-letter queue."""
+    from chalicelib.batch import shard
+
+    context: Any = event.context
+    wired = wiring.container()
+    return [
+        shard.process_shard(
+            record.body,
+            attempt=int(record.to_dict()["attributes"]["ApproximateReceiveCount"]),
+            s3=wired.batch_s3,
+            predictor=wired.predictor,
+            settings=wired.settings,
+            seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
+            observers=wired.observers,
+        )
+        for record in event
+    ]

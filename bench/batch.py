@@ -8,7 +8,7 @@ same run, on iris CSV files of 100k, 1M and 10M rows.
   * ceiling: a bare ``InferenceSession.run`` on the same rows already in memory;
   * pandas: the usual tutorial, ``read_csv`` of the whole object, ``run``,
     ``to_csv``, ``put_object``;
-  * turnout: ``chalicelib.batch.process_upload``, the handler's whole job, from
+  * turnout: ``chalicelib.batch.job.process_upload``, the handler's whole job, from
     the HEAD of the object to its manifest.
 - Peak RSS of the same jobs with S3 on a moto server in its own process: moto
   keeps what it stores in memory and copies whole objects to serve a GET and to
@@ -168,7 +168,8 @@ def measure(case: str, rows: int, key: str) -> dict[str, float]:
     import boto3
     import onnxruntime
 
-    from chalicelib import batch, wiring
+    from chalicelib import wiring
+    from chalicelib.batch import job
 
     s3 = boto3.client("s3")
     if case == "turnout":
@@ -177,7 +178,7 @@ def measure(case: str, rows: int, key: str) -> dict[str, float]:
         predictor.models.get(target.manifest)  # a warm container has its session
         reset_peak_rss()
         started = time.perf_counter()
-        result = batch.process_upload(
+        result = job.process_upload(
             BATCH_BUCKET,
             key,
             s3=wiring.container().batch_s3,

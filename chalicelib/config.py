@@ -62,6 +62,15 @@ class Settings:
     capture_bucket: str = ""
     capture_flush_records: int = 100
     capture_flush_seconds: float = 60.0
+    # Fan-out: an uncompressed file larger than this (0: none) is cut into shards of
+    # about this size, each predicted by its own invocation of the shard function,
+    # fed by the SQS queue batch_shard_queue. A shard that failed this many times
+    # (the queue's maxReceiveCount) fails the job and goes to the dead-letter queue.
+    batch_shard_bytes: int = 0
+    batch_shard_queue: str = ""
+    batch_shard_attempts: int = 3
+    # A running job's manifest says how far it is at most this often.
+    batch_progress_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -20,8 +20,8 @@ from typing import Any
 
 from chalicelib.emf import NAMESPACE
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"^([0-9]+)([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 # (query id, metric, statistic) read for every version.
 _SUMMARY = (
@@ -38,10 +38,10 @@ _PERCENTILES = (("p50", "Latency", "p50"), ("p99", "Latency", "p99"))
 
 
 def parse_since(text: str) -> timedelta:
-    """'90s', '30m', '1h', '7d' -> the duration; ValueError for anything else."""
+    """'90s', '30m', '12h', '1d', '2w' -> the duration; ValueError otherwise."""
     match = _DURATION.match(text.strip())
     if match is None or int(match.group(1)) == 0:
-        raise ValueError(f"{text!r} is not a duration like 30m, 1h or 7d")
+        raise ValueError(f"{text!r} is not a duration like 30m, 12h, 1d or 2w")
     return timedelta(seconds=int(match.group(1)) * _SECONDS[match.group(2)])
 
 

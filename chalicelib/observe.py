@@ -98,14 +98,20 @@ class Observers:
                 )
 
 
+# What a batch job or shard returns when a file has just ended: processed in one
+# invocation, assembled from its shards, or failed by a shard.
+_FILE_ENDS = frozenset({"processed", "assembled", "failed"})
+
+
 def observe_batch_file[Result: Mapping[str, Any]](
     observers: Observer | None, result: Result | None
 ) -> Result | None:
     """Hand a processed batch file to ``observers`` as one BATCH Observation
     built from its final manifest (rows read, predicted and rejected, seconds,
-    status); skipped, lost or ignored uploads are not observed. Returns
+    status), whether one invocation processed it or its last shard assembled or
+    failed it; skipped, lost, fanned-out or ignored uploads are not observed. Returns
     ``result`` unchanged, so that the job can return through it."""
-    if observers is None or not result or result.get("action") != "processed":
+    if observers is None or not result or result.get("action") not in _FILE_ENDS:
         return result
     manifest = result["manifest"]
     rows = manifest["rows"]

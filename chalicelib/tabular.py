@@ -222,8 +222,10 @@ class RecordSplitter:
     """Cuts a byte stream into chunks of whole records, ``rows`` lines at most each.
 
     Records end at a newline; with ``quoted`` (CSV), a newline inside a quoted
-    field does not end one. A UTF-8 byte-order mark at the start is dropped. With
-    ``header``, the first record is kept apart in ``header`` (without its line end).
+    field does not end one. A UTF-8 byte-order mark at the start is dropped (unless
+    the stream is not ``at_start``: a shard from a record boundary inside a file).
+    With ``header``, the first record is kept apart in ``header`` (without its line
+    end).
 
     Memory is bounded by the block and the record being read: each block is scanned
     once (the quote state carries over), an unfinished record is kept as pieces,
@@ -240,6 +242,7 @@ class RecordSplitter:
         max_record_bytes: int,
         max_header_bytes: int = MAX_HEADER_BYTES,
         max_columns: int = MAX_COLUMNS,
+        at_start: bool = True,
     ) -> None:
         self._rows = max(1, rows)
         self._quoted = quoted
@@ -252,7 +255,7 @@ class RecordSplitter:
         self._pieces: list[bytes] = []
         self._pending = 0
         self._in_quotes = False
-        self._started = False
+        self._started = not at_start
         self.header: bytes | None = None
         self.header_lines = 0
 

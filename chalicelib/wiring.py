@@ -32,7 +32,9 @@ from chalicelib.shadow import ShadowRuns
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
 
+    from chalicelib.batch.fanout import ShardQueue
     from chalicelib.capture import DataCapture
     from chalicelib.dataplane import DataPlane
     from chalicelib.rest import RestApi
@@ -63,17 +65,24 @@ def _batch_s3_client() -> S3Client:
     )
 
 
+def _sqs_client() -> SQSClient:
+    """An SQS client; honours AWS_ENDPOINT_URL (moto locally)."""
+    import boto3
+
+    return boto3.client("sqs")
+
+
 class Container:
     """What one Lambda container builds once.
 
     ``settings`` defaults to the environment read on first use (Chalice applies
     the stage's environment before the first handler runs), with ``overrides``
-    (read then too) on top. ``s3`` and ``batch_s3`` default to real clients (moto when
-    AWS_ENDPOINT_URL says so); ``clock`` is monotonic seconds, ``wall_clock``
-    seconds since the epoch (metric and capture times) and ``rng`` the random
-    source of the traffic split, shadow and capture sampling. ``observers``
-    replaces the default ones; ``work`` runs what is done after answers
-    (deferred to the extension on Lambda, on a thread elsewhere).
+    (read then too) on top. ``s3``, ``batch_s3`` and ``sqs`` default to real clients
+    (moto when AWS_ENDPOINT_URL says so); ``clock`` is monotonic seconds,
+    ``wall_clock`` seconds since the epoch (metric and capture times) and ``rng``
+    the random source of the traffic split, shadow and capture sampling.
+    ``observers`` replaces the default ones; ``work`` runs what is done after
+    answers (deferred to the extension on Lambda, on a thread elsewhere).
     """
 
     def __init__(
@@ -83,6 +92,7 @@ class Container:
         overrides: Mapping[str, Any] | None = None,
         s3: S3Client | None = None,
         batch_s3: S3Client | None = None,
+        sqs: SQSClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -93,6 +103,7 @@ class Container:
         self._overrides = overrides or {}
         self._s3 = s3
         self._batch_s3 = batch_s3
+        self._sqs = sqs
         self.clock = clock
         self.wall_clock = wall_clock
         self.rng = rng or random.Random()
@@ -111,6 +122,19 @@ class Container:
     @functools.cached_property
     def batch_s3(self) -> S3Client:
         return self._batch_s3 or self._s3 or _batch_s3_client()
+
+    @functools.cached_property
+    def sqs(self) -> SQSClient:
+        return self._sqs or _sqs_client()
+
+    @functools.cached_property
+    def shard_queue(self) -> ShardQueue | None:
+        """Where the batch function sends a fanned-out file's shards (None when
+        the stage names no queue: every file runs in one invocation)."""
+        from chalicelib.batch.fanout import SqsShardQueue
+
+        name = self.settings.batch_shard_queue
+        return SqsShardQueue(lambda: self.sqs, name) if name else None
 
     @functools.cached_property
     def registry(self) -> Registry:

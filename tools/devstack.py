@@ -8,7 +8,11 @@ Starts, and stops again on Ctrl-C or SIGTERM:
 3. S3 event delivery, which ``chalice local`` lacks (Chalice issue 899): the batch
    bucket notifies an SQS queue on the moto server of every object created under
    ``incoming/``, and an event pump process long-polls the queue and calls the
-   app's ``handle_batch_upload`` with each S3 event, as Lambda would;
+   app's ``handle_batch_upload`` with each S3 event, as Lambda would; the shard
+   queue of fanned-out files (and its dead-letter queue), whose messages
+   ``TURNOUT_DEV_SHARD_WORKERS`` pump processes (default 2) deliver to
+   ``handle_batch_shard`` concurrently, as Lambda's SQS event source would
+   (``TURNOUT_BATCH_SHARD_BYTES``, when set, overrides the stage's shard size);
 4. ``chalice local --stage dev`` on 127.0.0.1:8000 (``TURNOUT_DEV_PORT``), whose
    boto3 clients reach moto through ``AWS_ENDPOINT_URL``.
 
@@ -58,6 +62,13 @@ LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
 STAGE = "dev"
 BATCH_FUNCTION = "handle_batch_upload"
+SHARD_FUNCTION = "handle_batch_shard"
+# Settings make dev's own environment overrides the stage's with, when set:
+# ``TURNOUT_BATCH_SHARD_BYTES=8388608 make dev`` fans out a 50 MB file.
+DEV_OVERRIDES = ("TURNOUT_BATCH_SHARD_BYTES",)
+# A failed shard is delivered again after this long (on AWS: the queue's
+# visibility timeout, which must cover the function's timeout).
+RETRY_SECONDS = 2
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 # Anything that could send a child to a real account or endpoint, or make
 # botocore ignore AWS_ENDPOINT_URL.
@@ -433,11 +444,13 @@ def start_event_pump(
     *,
     stage: str = STAGE,
     function_name: str = BATCH_FUNCTION,
+    messages: bool = False,
     log: Path | None = None,
 ) -> ChildProcess:
-    """Launch the event pump (``python -m tools.devstack pump``) for one queue."""
+    """Launch the event pump (``python -m tools.devstack pump``) for one queue: of
+    S3 notifications, or with ``messages`` of the function's own SQS messages."""
     return ChildProcess(
-        "event pump",
+        f"event pump ({function_name})",
         [
             sys.executable,
             "-m",
@@ -448,6 +461,7 @@ def start_event_pump(
             stage,
             "--function",
             function_name,
+            *(["--messages"] if messages else []),
         ],
         environment=aws_environment(endpoint_url),
         log=log,
@@ -525,6 +539,25 @@ def connect_bucket_events(
     return queue_url
 
 
+def create_shard_queue(
+    sqs: SQSClient, name: str, *, attempts: int, visibility_seconds: int = 900
+) -> str:
+    """The queue of fanned-out files' shards (created here, with its dead-letter
+    queue ``{name}-dead`` after ``attempts`` receives); returns its URL."""
+    dead = sqs.create_queue(QueueName=f"{name}-dead")["QueueUrl"]
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    redrive = {"deadLetterTargetArn": dead_arn, "maxReceiveCount": str(attempts)}
+    return sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(visibility_seconds),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+
+
 # -- the event pump ------------------------------------------------------------
 
 
@@ -560,10 +593,19 @@ def describe_event(event: Mapping[str, Any]) -> str:
 def describe_outcome(result: object) -> tuple[int, str]:
     """A log level and a line for what the batch handler returned: failures stand
     out (ERROR, and said first), partial jobs and lost claims warn."""
+    if isinstance(result, list) and len(result) == 1:
+        result = result[0]  # an SQS handler's answer for its one message
     if not isinstance(result, Mapping):
         return logging.INFO, "ignored (not a batch input, or gone)"
     action = result.get("action")
     manifest = result.get("manifest") or {}
+    if action == "fanned_out":
+        shards = manifest.get("progress", {}).get("shards")
+        return logging.INFO, f"fanned out into {shards} shards"
+    if action == "shard_done":
+        return logging.INFO, f"shard {result.get('index')} done"
+    if action == "abandoned":
+        return logging.INFO, "shard abandoned: its job is over or superseded"
     if action == "skipped":
         return logging.INFO, f"skipped: {result.get('reason')}"
     if action == "superseded":
@@ -628,20 +670,22 @@ class EventPump:
             )
         return delivered
 
-    def _deliver(self, event: dict[str, Any]) -> None:
-        where = describe_event(event)
+    def _deliver(self, event: dict[str, Any], where: str | None = None) -> bool:
+        """Call the function with ``event``; whether it returned."""
+        where = where or describe_event(event)
         started = time.perf_counter()
         try:
             result = self.invoke(event)
         except FunctionNotFoundError as error:
             logger.error("%s not delivered: %s", where, error)
-            return
+            return False
         except Exception:
             logger.exception("%s: the handler failed", where)
-            return
+            return False
         level, outcome = describe_outcome(result)
         seconds = time.perf_counter() - started
         logger.log(level, "%s: %s (%.2f s)", where, outcome, seconds)
+        return True
 
     def run(self, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; survives the queue being briefly away."""
@@ -653,6 +697,54 @@ class EventPump:
                     return
                 logger.warning("cannot read %s: %s", self.queue_url, error)
                 stop.wait(1.0)
+
+
+class MessagePump(EventPump):
+    """Moves SQS messages to an ``on_sqs_message`` function as Lambda's SQS event
+    source does: one message per event, deleted when the handler returns, left
+    in the queue when it raises (delivered again after RETRY_SECONDS here, its
+    receive count up by one, until the queue's redrive policy moves it to the
+    dead-letter queue)."""
+
+    def poll(self) -> int:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=1,
+            WaitTimeSeconds=self.wait_seconds,
+            MessageSystemAttributeNames=["All"],
+        )
+        delivered = 0
+        for message in response.get("Messages", []):
+            event = {"Records": [sqs_record(message, self.queue_url)]}
+            where = f"message {message['MessageId']}"
+            if self._deliver(event, where):
+                self.sqs.delete_message(
+                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+            else:
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.queue_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                    VisibilityTimeout=RETRY_SECONDS,
+                )
+            delivered += 1
+        return delivered
+
+
+def sqs_record(message: Mapping[str, Any], queue_url: str) -> dict[str, Any]:
+    """An SQS message as Lambda's event source hands it to a function."""
+    name = queue_url.rstrip("/").rsplit("/", 1)[-1]
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": dict(message.get("Attributes", {})),
+        "messageAttributes": {},
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:{name}",
+        "awsRegion": REGION,
+    }
 
 
 class FunctionNotFoundError(LookupError):
@@ -686,10 +778,15 @@ class LambdaFunction:
             factory = CLIFactory(str(self.project_dir), environ=os.environ)
             config = factory.create_config_obj(chalice_stage_name=self.stage)
             scoped = config.scope(self.stage, self.name)
+            overrides = {
+                name: os.environ[name] for name in DEV_OVERRIDES if name in os.environ
+            }
             os.environ.update(scoped.environment_variables)
             self._memory_mb = scoped.lambda_memory_size or self._memory_mb
             self._timeout_ms = (scoped.lambda_timeout or 3) * 1000
             app = config.chalice_app
+            # Loading the app applies the stage's environment again: after it.
+            os.environ.update(overrides)
         except Exception:
             logger.exception("the app does not load")
             return False
@@ -712,10 +809,15 @@ class LambdaFunction:
 
 
 def run_event_pump(
-    queue_url: str, *, stage: str = STAGE, function_name: str = BATCH_FUNCTION
+    queue_url: str,
+    *,
+    stage: str = STAGE,
+    function_name: str = BATCH_FUNCTION,
+    messages: bool = False,
 ) -> None:
-    """The pump process: deliver the queue's events to ``function_name`` until
-    SIGTERM or SIGINT. The moto endpoint comes from ``AWS_ENDPOINT_URL``."""
+    """The pump process: deliver the queue's events (S3 notifications, or with
+    ``messages`` SQS messages) to ``function_name`` until SIGTERM or SIGINT. The
+    moto endpoint comes from ``AWS_ENDPOINT_URL``."""
     stop = threading.Event()
 
     def request_stop(signal_number: int, frame: FrameType | None) -> None:
@@ -725,8 +827,9 @@ def run_event_pump(
     signal.signal(signal.SIGINT, request_stop)
     function = LambdaFunction(function_name, stage=stage)
     function.load()
-    pump = EventPump(boto3.client("sqs"), queue_url, function)
-    logger.info("delivering S3 events from %s to %s", queue_url, function_name)
+    kind = MessagePump if messages else EventPump
+    pump = kind(boto3.client("sqs"), queue_url, function)
+    logger.info("delivering %s to %s", queue_url, function_name)
     pump.run(stop)
 
 
@@ -753,9 +856,22 @@ class DevStack:
         autoreload: bool = False,
         log_dir: Path | None = None,
         startup_timeout: float = 120.0,
+        shard_workers: int | None = None,
     ) -> None:
         self.stage = stage
         settings = stage_settings(stage)
+        self.shard_queue_name = settings.batch_shard_queue
+        self.shard_bytes = int(
+            os.environ.get("TURNOUT_BATCH_SHARD_BYTES") or settings.batch_shard_bytes
+        )
+        self.shard_attempts = settings.batch_shard_attempts
+        self.shard_workers = (
+            _count_from_environment("TURNOUT_DEV_SHARD_WORKERS", 2)
+            if shard_workers is None
+            else shard_workers
+        )
+        self.shard_pumps: list[ChildProcess] = []
+        self.shard_queue_url = ""
         self.model_bucket = settings.model_bucket
         self.batch_bucket = settings.batch_bucket
         self.capture_bucket = settings.capture_bucket
@@ -825,11 +941,25 @@ class DevStack:
         self.queue_url = connect_bucket_events(
             self.s3, self.sqs, self.batch_bucket, self.queue_name
         )
-        # chalice local and the pump import the app while the registry is seeded.
+        self.shard_queue_url = create_shard_queue(
+            self.sqs, self.shard_queue_name, attempts=self.shard_attempts
+        )
+        # chalice local and the pumps import the app while the registry is seeded.
         self.pump = start_event_pump(
             self.endpoint_url, self.queue_url, stage=self.stage, log=self._log("pump")
         )
         self._stack.callback(self.pump.stop)
+        for worker in range(self.shard_workers):
+            shard_pump = start_event_pump(
+                self.endpoint_url,
+                self.shard_queue_url,
+                stage=self.stage,
+                function_name=SHARD_FUNCTION,
+                messages=True,
+                log=self._log(f"shard-pump-{worker + 1}"),
+            )
+            self._stack.callback(shard_pump.stop)
+            self.shard_pumps.append(shard_pump)
         self.api = start_chalice_local(
             self.endpoint_url,
             self._api_port,
@@ -852,14 +982,17 @@ class DevStack:
         self.aliases = seed_registry(self.registry)
         self.api.wait_until_ready(self._startup_timeout)
         self.pump.check_running()
+        for shard_pump in self.shard_pumps:
+            shard_pump.check_running()
 
     def check_running(self) -> None:
         """ChildExitedError if a part of the stack has stopped."""
         for server in (self.moto, self.api):
             if server is not None and server.child is not None:
                 server.child.check_running()
-        if self.pump is not None:
-            self.pump.check_running()
+        for pump in [self.pump, *self.shard_pumps]:
+            if pump is not None:
+                pump.check_running()
 
     def logs(self) -> str:
         """The end of each child's log (with ``log_dir``), for failure messages;
@@ -867,6 +1000,7 @@ class DevStack:
         tails = []
         for child, characters in (
             (self.pump, 4000),
+            *((pump, 2000) for pump in self.shard_pumps),
             (self.api.child if self.api else None, 4000),
             (self.moto.child if self.moto else None, 1000),
         ):
@@ -921,6 +1055,9 @@ def banner(stack: DevStack) -> str:
         f"  aliases        {aliases}",
         f"  batch bucket   {batch}: uploads under {INCOMING_PREFIX} go to "
         f"{BATCH_FUNCTION}",
+        f"  fan-out        files over {stack.shard_bytes} bytes: shards on "
+        f"{stack.shard_queue_name} -> {len(stack.shard_pumps)} {SHARD_FUNCTION} "
+        "workers",
         "",
         "Predict (Open Inference Protocol V2, then the simple format):",
         f"  curl -s {api}/v2/models/iris/infer -H 'Content-Type: application/json' \\",
@@ -949,6 +1086,14 @@ def _port_from_environment(variable: str, default: int) -> int:
         return int(raw) if raw else default
     except ValueError:
         raise SystemExit(f"{variable}={raw!r} is not a port number") from None
+
+
+def _count_from_environment(variable: str, default: int) -> int:
+    raw = os.environ.get(variable, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise SystemExit(f"{variable}={raw!r} is not a count") from None
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -981,6 +1126,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     pump.add_argument("queue_url")
     pump.add_argument("--stage", default=STAGE)
     pump.add_argument("--function", default=BATCH_FUNCTION)
+    pump.add_argument("--messages", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -998,6 +1144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             arguments.queue_url,
             stage=arguments.stage,
             function_name=arguments.function,
+            messages=arguments.messages,
         )
         return 0
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

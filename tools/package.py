@@ -24,6 +24,7 @@ and ``chalice package`` ship them::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import py_compile
 import re
@@ -38,10 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE_PACKAGES = "python/lib/python3.12/site-packages/"
 # Paths (relative to site-packages) that no handler imports. botocore keeps its
 # shared tables (endpoints, partitions, retry and default configuration) and the
-# one service model Turnout calls.
+# two service models Turnout calls (S3, and SQS for the batch fan-out).
 UNUSED = re.compile(
     r"""^(
-        botocore/data/(?!s3/)[^/]+/.*           # other services' models
+        botocore/data/(?!s3/|sqs/)[^/]+/.*      # other services' models
       | onnxruntime/(transformers|quantization|tools|datasets)/.*
       | (google|flatbuffers|packaging)/.*        # needed by those tools alone
       | numpy/(f2py|testing|_pyinstaller|typing/tests)/.*
@@ -52,6 +53,10 @@ UNUSED = re.compile(
     re.VERBOSE,
 )
 TASK = "/var/task/"
+# Written into a finished layer: the rules it was trimmed by. A cached layer
+# trimmed by other rules (a service model since needed) is built again.
+TRIM_STAMP = "python/turnout-trim.txt"
+TRIM_RULES = hashlib.sha256(UNUSED.pattern.encode()).hexdigest()[:16]
 
 
 def is_unused(path: str) -> bool:
@@ -83,11 +88,23 @@ def pyc_name(path: str) -> str:
     return f"{folder}/{cached}" if folder else cached
 
 
+def trimmed_by_other_rules(archive: Path) -> bool:
+    """Whether a cached layer was finished under trimming rules other than
+    UNUSED's now: it lacks files that are now kept, so it must be built again."""
+    with zipfile.ZipFile(archive) as layer:
+        names = set(layer.namelist())
+        if any(is_unused(name) for name in names):
+            return False  # as Chalice built it: finish_zip trims it
+        stamp = layer.read(TRIM_STAMP).decode() if TRIM_STAMP in names else ""
+    return stamp != TRIM_RULES
+
+
 def finish_zip(archive: Path, mount: str) -> tuple[int, int]:
     """Rewrite ``archive`` (unzipped by Lambda under ``mount``) without the unused
     files, with bytecode next to every module: on Lambda the code is read-only,
-    so a module shipped without it is compiled again at every cold start.
-    Returns the zip's (bytes before, bytes after); a finished zip stays as it is.
+    so a module shipped without it is compiled again at every cold start. A
+    layer (under /opt/) records the trimming rules in TRIM_STAMP. Returns the
+    zip's (bytes before, bytes after); a finished zip stays as it is.
     """
     if sys.version_info[:2] != (3, 12):
         raise RuntimeError("compile the package's bytecode with Python 3.12")
@@ -116,6 +133,8 @@ def finish_zip(archive: Path, mount: str) -> tuple[int, int]:
                 info = zipfile.ZipInfo(cached, entry.date_time)
                 info.external_attr = entry.external_attr
                 out.writestr(info, pyc, zipfile.ZIP_DEFLATED, compresslevel=9)
+        if mount == "/opt/":
+            out.writestr(TRIM_STAMP, TRIM_RULES)
     rewritten.replace(archive)
     return before, archive.stat().st_size
 
@@ -136,10 +155,13 @@ def chalice(*arguments: str, stage: str) -> None:
 def build_package(stage: str, out: Path) -> Path:
     """``chalice package --pkg-format terraform`` for ``stage`` into ``out``, the
     cached layer and app zips finished first (``finish_zip``); returns ``out``."""
+    deployments = ROOT / ".chalice" / "deployments"
+    for archive in deployments.glob("managed-layer-*.zip"):
+        if trimmed_by_other_rules(archive):
+            archive.unlink()
     with tempfile.TemporaryDirectory() as scratch:
         # The first run builds (or finds) the cached layer; its output is dropped.
         chalice("--pkg-format", "terraform", scratch, stage=stage)
-    deployments = ROOT / ".chalice" / "deployments"
     for pattern, mount in (("managed-layer-*.zip", "/opt/"), ("appcode-*.zip", TASK)):
         for archive in deployments.glob(pattern):
             before, after = finish_zip(archive, mount)

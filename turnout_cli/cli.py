@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import json
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,8 @@ from chalicelib.version_manifest import Manifest, TensorSpec
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from chalicelib.batch.record import JobRecord
 
 # -- argument parsing (pure) ---------------------------------------------------
 
@@ -721,6 +724,13 @@ def batch_job_lines(key: str, state: str, document: Mapping[str, Any]) -> list[s
         f"predicted, {rows.get('rejected', 0)} rejected",
         f"  run       {document.get('run_id')} started {document.get('started_at')}",
     ]
+    progress = document.get("progress")
+    if progress and state in ("running", "dead"):
+        lines.append(f"  progress  {progress_text(progress)}")
+    if document.get("shards"):
+        lines.append(
+            f"  shards    {len(document['shards'])} (their rows and seconds: --json)"
+        )
     output, errors = document.get("output"), document.get("errors")
     if output:
         lines.append(f"  output    {output['key']} ({output['size']} bytes)")
@@ -746,6 +756,31 @@ def batch_job_lines(key: str, state: str, document: Mapping[str, Any]) -> list[s
     return lines
 
 
+def progress_text(progress: Mapping[str, Any]) -> str:
+    """'3/8 shards, 120/320 MB (37%), 4,100,000 rows' for a fanned-out job."""
+    done, total = progress.get("bytes_done", 0), progress.get("bytes", 0)
+    share = f" ({100 * done / total:.0f}%)" if total else ""
+    return (
+        f"{progress.get('shards_done', 0)}/{progress.get('shards', 0)} shards, "
+        f"{done / 1e6:.0f}/{total / 1e6:.0f} MB{share}, "
+        f"{progress.get('rows_done', 0):,} rows"
+    )
+
+
+def incoming_key(path: str, model: str) -> str:
+    """Where ``turnout batch submit`` uploads the local file ``path`` for ``model``
+    (``NAME``, ``NAME@ALIAS`` or ``NAME@VERSION``): incoming/MODEL/FILENAME."""
+    from chalicelib.batch.keys import INCOMING
+
+    return f"{INCOMING}{model}/{Path(path).name}"
+
+
+# How long ``batch submit --wait`` waits between two reads of the manifest (tests
+# replace it with a function that delivers the pending events instead).
+def pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
 def batch_bucket_option[F: Callable[..., Any]](function: F) -> F:
     option = click.option(
         "--batch-bucket",
@@ -769,21 +804,150 @@ def batch() -> None:
 def batch_status(session: Session, key: str, batch_bucket: str) -> int:
     """Show the job of the file at KEY (incoming/...). The exit status says its
     state: 0 succeeded, 3 partial, 4 failed, 5 dead, 6 running."""
-    from chalicelib import batch as jobs
+    from chalicelib.batch.keys import outputs_base
+    from chalicelib.batch.record import Ledger, job_state
     from chalicelib.errors import BatchJobNotFoundError
     from chalicelib.registry import utc_now
 
     s3 = s3_client(session.endpoint_url)
-    ledger = jobs.Ledger(s3, batch_bucket, jobs.outputs_base(key) + ".manifest.json")
+    ledger = Ledger(s3, batch_bucket, outputs_base(key) + ".manifest.json")
     document = ledger.read()
     if document is None:
         raise BatchJobNotFoundError(key)
-    state = jobs.job_state(document, utc_now())
+    state = job_state(document, utc_now())
     session.emit(
         {"key": key, "state": state, "manifest": document},
         batch_job_lines(key, state, document),
     )
     return BATCH_EXIT_CODES.get(state, 1)
+
+
+@batch.command("submit")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model")
+@click.option(
+    "--wait", is_flag=True, help="Follow the job until it ends; exit with its state."
+)
+@batch_bucket_option
+@pass_session
+def batch_submit(
+    session: Session, path: str, model: str, wait: bool, batch_bucket: str
+) -> int:
+    """Upload the local file PATH for MODEL (NAME, NAME@ALIAS or NAME@VERSION)
+    under incoming/ of the batch bucket, which starts its job; with --wait, follow
+    it. The exit status says how it ended: 0 succeeded, 3 partial, 4 failed."""
+    from boto3.s3.transfer import TransferConfig
+
+    from chalicelib.batch.keys import parse_key
+
+    key = incoming_key(path, model)
+    parse_key(key)  # refuse a bad model folder or format before uploading
+    s3 = s3_client(session.endpoint_url)
+    size = Path(path).stat().st_size
+    # Progress bars go to stderr (the result, JSON or not, to stdout); click draws
+    # them on a terminal only.
+    with click.progressbar(
+        length=size, label=f"uploading {Path(path).name}", file=sys.stderr
+    ) as bar:
+        s3.upload_file(
+            path,
+            batch_bucket,
+            key,
+            Callback=bar.update,
+            Config=TransferConfig(multipart_threshold=64 * 1024 * 1024),
+        )
+    etag = s3.head_object(Bucket=batch_bucket, Key=key)["ETag"]
+    if not wait:
+        session.emit(
+            {"key": key, "etag": etag, "size": size},
+            [
+                f"uploaded {path} to s3://{batch_bucket}/{key} ({size} bytes)",
+                f"follow it with: turnout batch status {key}",
+            ],
+        )
+        return 0
+    document = follow_job(s3, batch_bucket, key, etag)
+    state = str(document.get("status"))
+    session.emit(
+        {"key": key, "state": state, "manifest": document},
+        batch_job_lines(key, state, document),
+    )
+    return BATCH_EXIT_CODES.get(state, 1)
+
+
+def follow_job(s3: S3Client, bucket: str, key: str, etag: str) -> JobRecord:
+    """The manifest of the job of the upload ``etag`` at ``key`` once it has
+    ended, with a progress bar over its bytes meanwhile (on stderr)."""
+    from chalicelib.batch.keys import outputs_base
+    from chalicelib.batch.record import RUNNING, Ledger
+
+    ledger = Ledger(s3, bucket, outputs_base(key) + ".manifest.json")
+    done = 0
+    with click.progressbar(length=1000, label="predicting", file=sys.stderr) as bar:
+        while True:
+            document = ledger.read()
+            if document and document.get("input", {}).get("etag") == etag:
+                if document.get("status") != RUNNING:
+                    bar.update(1000 - done)
+                    return document
+                progress = document.get("progress")
+                if progress and progress["bytes"]:
+                    now = 1000 * progress["bytes_done"] // progress["bytes"]
+                    bar.update(now - done)
+                    done = now
+            pause(1.0)
+
+
+@batch.command("list")
+@click.option(
+    "--since",
+    default="1d",
+    show_default=True,
+    callback=_using(parse_since),
+    help="Jobs whose manifest changed this recently (30m, 12h, 1d, 2w).",
+)
+@batch_bucket_option
+@pass_session
+def batch_list(session: Session, since: timedelta, batch_bucket: str) -> None:
+    """List the batch jobs of the bucket: each file's state, rows and start."""
+    from chalicelib.batch.keys import INCOMING, OUTGOING
+    from chalicelib.batch.record import Ledger, job_state
+    from chalicelib.registry import utc_now
+
+    s3 = s3_client(session.endpoint_url)
+    now = utc_now()
+    jobs = []
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=batch_bucket, Prefix=OUTGOING
+    ):
+        for item in page.get("Contents", []):
+            name = item["Key"]
+            if (
+                not name.endswith(".manifest.json")
+                or item["LastModified"] < now - since
+            ):
+                continue
+            document = Ledger(s3, batch_bucket, name).read()
+            if document is None:
+                continue
+            key = INCOMING + name.removeprefix(OUTGOING).removesuffix(".manifest.json")
+            jobs.append((key, job_state(document, now), document))
+    rows = [
+        (
+            key,
+            state,
+            document.get("rows", {}).get("read", 0),
+            document.get("rows", {}).get("rejected", 0),
+            document.get("started_at"),
+        )
+        for key, state, document in sorted(jobs, key=lambda job: job[2]["started_at"])
+    ]
+    session.emit(
+        [{"key": key, "state": state, "manifest": doc} for key, state, doc in jobs],
+        format_table(("KEY", "STATE", "ROWS", "REJECTED", "STARTED"), rows)
+        if rows
+        else [f"no batch job in the last {since}"],
+    )
 
 
 @batch.command("retry")
@@ -793,11 +957,11 @@ def batch_status(session: Session, key: str, batch_bucket: str) -> int:
 def batch_retry(session: Session, key: str, batch_bucket: str) -> None:
     """Run the job of the file at KEY again, without uploading it again: for a
     dead job or one that failed for a reason a retry may change."""
-    from chalicelib import batch as jobs
+    from chalicelib.batch.job import retry_job
     from chalicelib.registry import utc_now
 
     s3 = s3_client(session.endpoint_url)
-    previous = jobs.retry_job(s3, batch_bucket, key, now=utc_now())
+    previous = retry_job(s3, batch_bucket, key, now=utc_now())
     session.emit(
         {"key": key, "retried": True, "previous": previous},
         [

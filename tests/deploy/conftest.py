@@ -34,16 +34,17 @@ def iam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamStack]:
         yield stack
 
 
-AppAs = Callable[[Credentials], AbstractContextManager[Client]]
+AppAs = Callable[..., AbstractContextManager[Client]]
 
 
 @pytest.fixture
 def app_as(
     iam_stack: IamStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> AppAs:
-    """``with app_as(keys) as client``: the app on the dev stage whose container
-    (fresh) reaches the enforcing moto server with ``keys``, through the real
-    client factories of ``chalicelib.wiring``."""
+    """``with app_as(keys, **settings) as client``: the app on the dev stage whose
+    container (fresh, with those settings changed) reaches the enforcing moto
+    server with ``keys``, through the real client factories of
+    ``chalicelib.wiring``."""
     # A deployed handle_batch_upload has 900 s, not chalice.test's 3.
     monkeypatch.setattr(
         chalice.test,
@@ -52,7 +53,7 @@ def app_as(
     )
 
     @contextmanager
-    def run_as(keys: Credentials) -> Iterator[Client]:
+    def run_as(keys: Credentials, **changes: object) -> Iterator[Client]:
         for variable, value in keys.environment(iam_stack.endpoint_url).items():
             monkeypatch.setenv(variable, value)
         # boto3's default session keeps the first credentials it found: a fresh
@@ -64,6 +65,7 @@ def app_as(
             "model_cache_dir": str(tmp_path / "models"),
             "batch_part_bytes": PART_BYTES,
             "capture_flush_records": 1,
+            **changes,
         }
         wiring.install(wiring.Container(overrides=overrides))
         try:

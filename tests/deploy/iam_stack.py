@@ -25,6 +25,7 @@ from tools.devstack import (
     Server,
     aws_environment,
     create_buckets,
+    create_shard_queue,
     seed_registry,
     stage_settings,
 )
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 STAGE = "dev"
-FUNCTIONS = ("api", "batch")
+FUNCTIONS = ("api", "batch", "shard")
 # moto refuses multipart parts under 5 MiB; a small limit lets a test file of a
 # few thousand rows take the batch function's multipart path.
 PART_BYTES = 64 * 1024
@@ -51,6 +52,25 @@ def load_policy(stage: str, function: str) -> dict[str, Any]:
     """The policy document ``.chalice/`` gives ``function`` in ``stage``."""
     document: dict[str, Any] = json.loads(policy_path(stage, function).read_text())
     return document
+
+
+def as_moto_checks_it(policy: dict[str, Any]) -> dict[str, Any]:
+    """``policy`` with its SQS statements as moto can check them: on any resource
+    (moto matches SQS requests against the resource ``*``; only S3 requests name
+    theirs), and with the batch actions that AWS authorizes as their single
+    action (SendMessageBatch as SendMessage) under moto's own names. The queue
+    ARNs are proven by ``expected_grants`` instead; the actions, here."""
+    statements = []
+    for statement in policy["Statement"]:
+        actions = statement["Action"]
+        if all(action.startswith("sqs:") for action in actions):
+            batched = [f"{action}Batch" for action in actions if action in _BATCHED]
+            statement = {**statement, "Action": actions + batched, "Resource": ["*"]}
+        statements.append(statement)
+    return {**policy, "Statement": statements}
+
+
+_BATCHED = ("sqs:SendMessage", "sqs:DeleteMessage")
 
 
 @dataclass(frozen=True)
@@ -126,9 +146,15 @@ class IamStack:
             Registry(self.admin, self.settings.model_bucket, max_model_bytes=1 << 20),
             actor="iam test",
         )
+        self.shard_queue_url = create_shard_queue(
+            self.client("sqs", self.admin_keys),
+            self.settings.batch_shard_queue,
+            attempts=self.settings.batch_shard_attempts,
+        )
         for function in FUNCTIONS:
             self.credentials[function] = self.create_user(
-                f"turnout-{STAGE}-{function}", load_policy(STAGE, function)
+                f"turnout-{STAGE}-{function}",
+                as_moto_checks_it(load_policy(STAGE, function)),
             )
         self._enforce()
 
@@ -145,7 +171,7 @@ class IamStack:
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
 
-    def client(self, service: Literal["s3", "iam"], keys: Credentials) -> Any:
+    def client(self, service: Literal["s3", "iam", "sqs"], keys: Credentials) -> Any:
         """A boto3 client on the moto server with ``keys``."""
         return boto3.client(
             service,

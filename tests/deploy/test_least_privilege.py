@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from chalice.test import Client
 
 from chalicelib.aliases import AliasStore, Capture
+from chalicelib.batch import shards as shard_rules
 from chalicelib.registry import Registry
 from tests.deploy.conftest import AppAs
 from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy
@@ -38,6 +39,7 @@ def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
     settings = stage_settings(stage)
     models = f"arn:aws:s3:::{settings.model_bucket}"
     batch = f"arn:aws:s3:::{settings.batch_bucket}"
+    queue = f"arn:aws:sqs:*:*:{settings.batch_shard_queue}"
     if function == "api":
         return {
             # Aliases, manifests and model files (and, later, tombstones).
@@ -48,10 +50,10 @@ def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
             # once (never read, listed or overwritten by the function).
             ("s3:PutObject", f"arn:aws:s3:::{settings.capture_bucket}/capture/*"),
         } | log_grants(f"turnout-{stage}")
-    return {
+    batch_work = {
         ("s3:GetObject", f"{models}/models/*"),
         ("s3:ListBucket", models),
-        # The uploaded file.
+        # The uploaded file (whole, or a shard's byte range).
         ("s3:GetObject", f"{batch}/incoming/*"),
         # A missing manifest (the job's lease) reads as NoSuchKey, not a 403.
         ("s3:ListBucket", batch),
@@ -64,7 +66,27 @@ def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
         ("s3:AbortMultipartUpload", f"{batch}/outgoing/*"),
         # Finding an interrupted job's unfinished multipart uploads to abort them.
         ("s3:ListBucketMultipartUploads", batch),
-    } | log_grants(f"turnout-{stage}-handle_batch_upload")
+        # (A fanned-out run's shards, done markers and assembly live under
+        # outgoing/ too: UploadPartCopy reads them with GetObject and writes the
+        # output with PutObject.)
+    }
+    if function == "batch":
+        return (
+            batch_work
+            # Sending a large file's shards to the shard function's queue.
+            | {("sqs:GetQueueUrl", queue), ("sqs:SendMessage", queue)}
+            | log_grants(f"turnout-{stage}-handle_batch_upload")
+        )
+    return (
+        batch_work
+        # What Lambda's SQS event source polls with, under the function's role.
+        | {
+            ("sqs:ReceiveMessage", queue),
+            ("sqs:DeleteMessage", queue),
+            ("sqs:GetQueueAttributes", queue),
+        }
+        | log_grants(f"turnout-{stage}-handle_batch_shard")
+    )
 
 
 def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
@@ -79,7 +101,7 @@ def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
-@pytest.mark.parametrize("function", ["api", "batch"])
+@pytest.mark.parametrize("function", ["api", "batch", "shard"])
 def test_each_policy_grants_exactly_what_its_function_needs(
     stage: str, function: str
 ) -> None:
@@ -97,6 +119,10 @@ def test_every_function_of_every_stage_has_its_own_policy_file() -> None:
         assert (
             functions["handle_batch_upload"]["iam_policy_file"]
             == f"policy-{stage}-batch.json"
+        )
+        assert (
+            functions["handle_batch_shard"]["iam_policy_file"]
+            == f"policy-{stage}-shard.json"
         )
 
 
@@ -245,6 +271,56 @@ def test_the_batch_policy_predicts_a_file_end_to_end_through_multipart_output(
     assert output == expected_csv(1, rows)
     errors = read(manifest["errors"]["key"]).splitlines()
     assert [json.loads(line)["raw"] for line in errors] == ["5.1,abc,1.4,0.2,bad"]
+
+
+def test_the_batch_and_shard_policies_fan_a_file_out_and_assemble_it_in_s3(
+    iam_stack: IamStack, app_as: AppAs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = iam_stack.settings
+    # Shard outputs over the (scaled down) part minimum: UploadPartCopy runs.
+    monkeypatch.setattr(shard_rules, "MIN_PART_BYTES", PART_BYTES)
+    rows = iris_rows(12_000)
+    key = "incoming/iris@2/iam-fanned.csv"
+    iam_stack.admin.put_object(
+        Bucket=settings.batch_bucket, Key=key, Body=csv_text(rows).encode()
+    )
+    changes = {"batch_shard_bytes": PART_BYTES, "model_cache_dir": "/tmp/turnout-iam"}
+
+    with app_as(iam_stack.credentials["batch"], **changes) as client:
+        event = client.events.generate_s3_event(
+            bucket=settings.batch_bucket, key=quote_plus(key, safe="/")
+        )
+        handed = client.lambda_.invoke("handle_batch_upload", event).payload
+    sqs = iam_stack.client("sqs", iam_stack.credentials["shard"])
+    with app_as(iam_stack.credentials["shard"], **changes) as client:
+        while messages := sqs.receive_message(
+            QueueUrl=iam_stack.shard_queue_url,
+            MaxNumberOfMessages=10,
+            MessageSystemAttributeNames=["ApproximateReceiveCount"],
+        ).get("Messages", []):
+            for message in messages:
+                event = client.events.generate_sqs_event(
+                    [message["Body"]], settings.batch_shard_queue
+                )
+                client.lambda_.invoke("handle_batch_shard", event)
+                sqs.delete_message(
+                    QueueUrl=iam_stack.shard_queue_url,
+                    ReceiptHandle=message["ReceiptHandle"],
+                )
+
+    body = iam_stack.admin.get_object(
+        Bucket=settings.batch_bucket, Key="outgoing/iris@2/iam-fanned.csv.manifest.json"
+    )
+    manifest = json.loads(body["Body"].read())
+    output = iam_stack.admin.get_object(
+        Bucket=settings.batch_bucket, Key="outgoing/iris@2/iam-fanned.csv.out"
+    )
+    assert handed["action"] == "fanned_out"
+    assert manifest["status"] == "succeeded"
+    assert len(manifest["shards"]) == handed["manifest"]["progress"]["shards"] > 2
+    # iris v2's trees predict each row alone: the same bytes whatever the batch.
+    assert output["Body"].read().decode() == expected_csv(2, rows)
+    assert int(output["ETag"].strip('"').split("-")[1]) >= 2
 
 
 def test_the_batch_policy_refuses_writing_uploads_and_models(

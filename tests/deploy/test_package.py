@@ -74,6 +74,15 @@ def test_terraform_wires_the_batch_uploads_and_the_keyed_api(package: Path) -> N
             ],
         }
     ]
+    [mapping] = resources["aws_lambda_event_source_mapping"].values()
+    assert mapping["batch_size"] == 1
+    assert mapping["event_source_arn"].endswith(":turnout-batch-shards-dev")
+    assert mapping["function_name"] == "${aws_lambda_function.handle_batch_shard.arn}"
+    shard = functions["handle_batch_shard"]
+    assert (shard["memory_size"], shard["timeout"]) == (3008, 900)
+    assert shard["reserved_concurrent_executions"] == 2
+    shard_role = resources["aws_iam_role_policy"]["handle_batch_shard_role"]
+    assert json.loads(shard_role["policy"]) == load_policy(STAGE, "shard")
     batch, api = functions["handle_batch_upload"], functions["api_handler"]
     assert (batch["runtime"], batch["memory_size"], batch["timeout"]) == (
         "python3.12",
@@ -119,9 +128,11 @@ def invoke(
     handler: str,
     events: list[dict[str, Any]],
     cache: Path,
+    changes: dict[str, str] | None = None,
 ) -> list[Any]:
     """Run ``handler`` on ``events`` in a fresh bare interpreter on the unzipped
-    package, with ``function``'s keys and environment; its answers."""
+    package, with ``function``'s keys and environment (with ``changes``); its
+    answers."""
     command, python_environment = lambda_python(*tree)
     environment = {
         **stage_environment(STAGE),
@@ -133,6 +144,7 @@ def invoke(
         "HOME": str(cache),
         "AWS_CONFIG_FILE": "/dev/null",
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        **(changes or {}),
     }
     completed = subprocess.run(
         [*command, str(RUNTIME), handler],
@@ -157,11 +169,28 @@ def config_environment(function: str) -> dict[str, str]:
     from tests.conftest import ROOT
 
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    name = {"api": "api_handler", "batch": "handle_batch_upload"}[function]
+    name = {
+        "api": "api_handler",
+        "batch": "handle_batch_upload",
+        "shard": "handle_batch_shard",
+    }[function]
     variables: dict[str, str] = config["stages"][STAGE]["lambda_functions"][name].get(
         "environment_variables", {}
     )
     return variables
+
+
+def s3_event(bucket: str, key: str) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "awsRegion": "us-east-1",
+                "s3": {"bucket": {"name": bucket}, "object": {"key": key}},
+            }
+        ]
+    }
 
 
 def test_the_unzipped_package_serves_and_predicts_a_batch_file(
@@ -203,22 +232,12 @@ def test_the_unzipped_package_serves_and_predicts_a_batch_file(
     key = "incoming/iris@1/artifact.csv"
     bucket = iam_stack.settings.batch_bucket
     iam_stack.admin.put_object(Bucket=bucket, Key=key, Body=csv_text(rows).encode())
-    event = {
-        "Records": [
-            {
-                "eventSource": "aws:s3",
-                "eventName": "ObjectCreated:Put",
-                "awsRegion": "us-east-1",
-                "s3": {"bucket": {"name": bucket}, "object": {"key": key}},
-            }
-        ]
-    }
     [answer] = invoke(
         iam_stack,
         tree,
         "batch",
         functions["handle_batch_upload"]["handler"],
-        [event],
+        [s3_event(bucket, key)],
         tmp_path / "batch-cache",
     )
 
@@ -228,3 +247,62 @@ def test_the_unzipped_package_serves_and_predicts_a_batch_file(
         Bucket=bucket, Key=answer["manifest"]["output"]["key"]
     )
     assert output["Body"].read().decode() == expected_csv(1, rows)
+
+    # A file over the shard size: split by the batch function, its shards
+    # predicted and assembled by the shard function, both from the package.
+    rows = iris_rows(3_000)
+    key = "incoming/iris@2/artifact-fanned.csv"
+    iam_stack.admin.put_object(Bucket=bucket, Key=key, Body=csv_text(rows).encode())
+    changes = {"TURNOUT_BATCH_SHARD_BYTES": "16384"}
+    [handed] = invoke(
+        iam_stack,
+        tree,
+        "batch",
+        functions["handle_batch_upload"]["handler"],
+        [s3_event(bucket, key)],
+        tmp_path / "batch-cache",
+        changes,
+    )
+    sqs = iam_stack.client("sqs", iam_stack.admin_keys)
+    messages: list[dict[str, Any]] = []
+    while received := sqs.receive_message(
+        QueueUrl=iam_stack.shard_queue_url, MaxNumberOfMessages=10
+    ).get("Messages", []):
+        messages += received
+    shard_events = [
+        {
+            "Records": [
+                {
+                    "messageId": message["MessageId"],
+                    "receiptHandle": message["ReceiptHandle"],
+                    "body": message["Body"],
+                    "attributes": {"ApproximateReceiveCount": "1"},
+                    "eventSource": "aws:sqs",
+                }
+            ]
+        }
+        for message in messages
+    ]
+    answers = invoke(
+        iam_stack,
+        tree,
+        "shard",
+        functions["handle_batch_shard"]["handler"],
+        shard_events,
+        tmp_path / "shard-cache",
+        changes,
+    )
+    for message in messages:
+        sqs.delete_message(
+            QueueUrl=iam_stack.shard_queue_url, ReceiptHandle=message["ReceiptHandle"]
+        )
+
+    assert handed["action"] == "fanned_out"
+    assert len(messages) == handed["manifest"]["progress"]["shards"] > 1
+    assert sorted(answer["action"] for [answer] in answers) == ["assembled"] + [
+        "shard_done"
+    ] * (len(messages) - 1)
+    output = iam_stack.admin.get_object(
+        Bucket=bucket, Key="outgoing/iris@2/artifact-fanned.csv.out"
+    )
+    assert output["Body"].read().decode() == expected_csv(2, rows)

@@ -20,7 +20,8 @@ import sys
 import time
 from typing import Any
 
-from chalicelib import batch, wiring
+from chalicelib import wiring
+from chalicelib.batch import job, keys
 
 MIB = 1024 * 1024
 
@@ -41,7 +42,7 @@ def run(key: str, seconds: float) -> dict[str, Any]:
     started = time.monotonic()
     raised = None
     try:
-        batch.process_upload(
+        job.process_upload(
             wiring.settings().batch_bucket,
             key,
             s3=wiring.container().batch_s3,
@@ -53,7 +54,7 @@ def run(key: str, seconds: float) -> dict[str, Any]:
         raised = type(error).__name__
     elapsed = time.monotonic() - started
     peak = status_kib("VmHWM") - before
-    manifest_key = batch.outputs_base(key) + ".manifest.json"
+    manifest_key = keys.outputs_base(key) + ".manifest.json"
     response = wiring.container().batch_s3.get_object(
         Bucket=wiring.settings().batch_bucket, Key=manifest_key
     )

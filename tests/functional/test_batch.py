@@ -25,7 +25,8 @@ from chalice.test import Client
 from click.testing import CliRunner, Result
 
 from app import app
-from chalicelib import batch, wiring
+from chalicelib import wiring
+from chalicelib.batch import job, keys, record
 from chalicelib.config import Settings
 from chalicelib.models import open_session
 from chalicelib.predict import Predictor
@@ -160,7 +161,7 @@ class Batch:
 
     @staticmethod
     def base(key: str) -> str:
-        return batch.outputs_base(key)
+        return keys.outputs_base(key)
 
 
 @pytest.fixture
@@ -579,7 +580,7 @@ def test_a_file_that_cannot_be_processed_gets_a_failed_manifest_saying_why(
     assert manifest["retryable"] is retryable
     assert manifest["input"]["etag"] == etag
     assert manifest["output"] is None and manifest["errors"] is None
-    assert batch_app.stored() == {key, batch.outputs_base(key) + ".manifest.json"}
+    assert batch_app.stored() == {key, keys.outputs_base(key) + ".manifest.json"}
     assert batch_app.uploads_in_progress() == []
 
 
@@ -653,7 +654,7 @@ def process(batch_app: Batch, key: str, **options: Any) -> dict[str, Any] | None
         "seconds_left": lambda: 900.0,
         **options,
     }
-    return batch.process_upload(BATCH_BUCKET, key, **arguments)
+    return job.process_upload(BATCH_BUCKET, key, **arguments)
 
 
 @pytest.fixture
@@ -873,10 +874,12 @@ def test_the_deadline_comes_from_the_lambda_context(
     key = "incoming/iris@1/late-in-the-day.csv"
     manifest = batch_app.run(key, csv_text(iris_rows(5)))
     assert manifest["status"] == "failed" and manifest["retryable"] is True
+    # 900 s from the context (not chalice.test's 3), less what the invocation
+    # spent before the job started (its AWS clients, more on a loaded machine).
     assert re.fullmatch(
         r"the function's time limit came before the file was read: [0-9]+\.[0-9] s "
-        r"after the job started with 900\.0 s left; retry it, or give the function "
-        r"a longer timeout",
+        r"after the job started with (900\.0|89[0-9]\.[0-9]) s left; retry it, or "
+        r"give the function a longer timeout",
         manifest["error"],
     )
     assert batch_app.stored() == {key, batch_app.base(key) + ".manifest.json"}
@@ -924,16 +927,16 @@ def test_a_job_superseded_between_its_claim_check_and_its_write_cannot_overwrite
     old_rows, new_rows = iris_rows(6, seed=1), iris_rows(4, seed=2)
     wired.upload(key, csv_text(old_rows))
     newer: list[dict[str, Any] | None] = []
-    check_held = batch.Ledger.check_held
+    check_held = record.Ledger.check_held
 
-    def pause_after_the_check(ledger: batch.Ledger) -> None:
+    def pause_after_the_check(ledger: record.Ledger) -> None:
         check_held(ledger)
         if not newer:  # the old job's first check: the new upload lands and runs
             newer.append(None)
             wired.upload(key, csv_text(new_rows))
             newer[0] = process(wired, key)
 
-    monkeypatch.setattr(batch.Ledger, "check_held", pause_after_the_check)
+    monkeypatch.setattr(record.Ledger, "check_held", pause_after_the_check)
     old = process(wired, key)
 
     assert newer[0] is not None and newer[0]["action"] == "processed"

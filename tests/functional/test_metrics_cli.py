@@ -143,4 +143,4 @@ def test_metrics_for_people_are_a_table(
     ]
     refused = CliRunner().invoke(cli_module.cli, ["metrics", "iris", "--since", "1y"])
     assert refused.exit_code == 2
-    assert "'1y' is not a duration like 30m, 1h or 7d" in refused.stderr
+    assert "'1y' is not a duration like 30m, 12h, 1d or 2w" in refused.stderr

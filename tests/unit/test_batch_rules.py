@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from chalicelib.batch import (
-    BatchKey,
-    is_batch_input,
-    job_state,
-    outputs_base,
-    parse_key,
-    skip_reason,
-)
+from chalicelib.batch.keys import BatchKey, is_batch_input, outputs_base, parse_key
+from chalicelib.batch.record import JobRecord, job_state, skip_reason
 from chalicelib.errors import BatchFileError, BatchKeyError
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -114,8 +108,9 @@ def test_outputs_mirror_the_input_path_under_outgoing() -> None:
     assert not is_batch_input("outgoing/iris/a.csv.out")
 
 
-def manifest(status: str, etag: str = '"abc"', **extra: Any) -> dict[str, Any]:
-    return {"status": status, "input": {"etag": etag}, **extra}
+def manifest(status: str, etag: str = '"abc"', **extra: Any) -> JobRecord:
+    """A job record with what the rules read (a claim may lack its run_id)."""
+    return cast(JobRecord, {"status": status, "input": {"etag": etag}, **extra})
 
 
 @pytest.mark.parametrize(
@@ -139,7 +134,7 @@ def manifest(status: str, etag: str = '"abc"', **extra: Any) -> dict[str, Any]:
     ],
 )
 def test_a_delivery_runs_unless_its_object_is_done_or_claimed(
-    existing: dict[str, Any] | None, reason: str | None
+    existing: JobRecord | None, reason: str | None
 ) -> None:
     assert skip_reason(existing, '"abc"', NOW) == reason
 
@@ -158,6 +153,6 @@ def test_a_delivery_runs_unless_its_object_is_done_or_claimed(
     ],
 )
 def test_a_running_job_whose_claim_expired_is_dead(
-    document: dict[str, Any], state: str
+    document: JobRecord, state: str
 ) -> None:
     assert job_state(document, NOW) == state

@@ -123,6 +123,23 @@ def job(status: str, **fields: object) -> dict[str, object]:
             "stopped: another delivery took the job over",
         ),
         (None, logging.INFO, "ignored (not a batch input, or gone)"),
+        (
+            {"action": "fanned_out", "manifest": {"progress": {"shards": 6}}},
+            logging.INFO,
+            "fanned out into 6 shards",
+        ),
+        # The shard function answers a list, one result per message.
+        ([{"action": "shard_done", "index": 3}], logging.INFO, "shard 3 done"),
+        (
+            [{"action": "abandoned", "index": 3}],
+            logging.INFO,
+            "shard abandoned: its job is over or superseded",
+        ),
+        (
+            [job("failed", error="shard 2 of 6 (bytes 0-9) failed 3 times")],
+            logging.ERROR,
+            "BATCH JOB FAILED: shard 2 of 6 (bytes 0-9) failed 3 times",
+        ),
     ],
 )
 def test_a_failed_job_stands_out_in_the_pump_s_log(
