@@ -185,14 +185,13 @@ class Predictor:
         inputs: Mapping[str, np.ndarray],
         *,
         outputs: Sequence[str] | None = None,
-        request_id: str = "",
     ) -> Prediction:
         """Run the target version on ``inputs`` and return the requested
         ``outputs`` (all when None). Inputs are checked against the version's
         signature unless a decoder already did (CheckedInputs, built against the
         target's own signature). Who observes the run (metrics, shadow runs,
         capture) is the caller's business: a REST request or a batch file, not
-        each call. ``request_id`` is unused: batch jobs still pass it."""
+        each call."""
         manifest = target.manifest
         if not isinstance(inputs, CheckedInputs):
             check_inputs(manifest.signature, inputs)

@@ -184,10 +184,7 @@ class Pipeline:
         if not parsed.accepted:
             return
         prediction = self.job.predictor.run(
-            self.target,
-            parsed.inputs,
-            outputs=self.requested,
-            request_id=self.job.run_id,
+            self.target, parsed.inputs, outputs=self.requested
         )
         outputs = prediction.outputs
         renderer = self.renderer or self._start_output(out, outputs)
