@@ -22,7 +22,6 @@ import logging
 import os
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -107,6 +106,10 @@ class InternalExtension:
         headers: Mapping[str, str],
         body: bytes | None = None,
     ) -> tuple[Mapping[str, str], bytes]:
+        # Imported here: only a container on Lambda talks to the Extensions API,
+        # and urllib.request costs every other cold start a few milliseconds.
+        import urllib.request
+
         request = urllib.request.Request(
             self._base + path, data=body, headers=dict(headers), method=method
         )
