@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,3 +61,22 @@ class HttpClient:
             body=json.dumps(document).encode(),
             headers={"Content-Type": "application/json", **(headers or {})},
         )
+
+
+def cli_environment(endpoint_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``turnout`` child process against a moto server at
+    ``endpoint_url``: the test's own, less any AWS or Turnout setting, with fake
+    credentials and ``extra`` on top."""
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "TURNOUT_"))
+    }
+    environment.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint_url,  # the default for --endpoint-url
+        **extra,
+    )
+    return environment

@@ -5,7 +5,6 @@ alias, show its history, roll it back)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.conftest import MODEL_BUCKET, MODELS
+from tests.e2e.support import cli_environment
 
 TURNOUT = Path(sys.executable).with_name("turnout")
 
@@ -40,17 +40,7 @@ def run_turnout(
 ) -> subprocess.CompletedProcess[str]:
     if not TURNOUT.exists():
         pytest.fail(f"{TURNOUT} is missing: install the project (pip install -e .)")
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AWS_", "TURNOUT_"))
-    }
-    environment.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=endpoint_url,  # the default for --endpoint-url
-    )
+    environment = cli_environment(endpoint_url)
     completed = subprocess.run(
         [str(TURNOUT), "--bucket", MODEL_BUCKET, *args],
         capture_output=True,

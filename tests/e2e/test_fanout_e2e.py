@@ -5,7 +5,6 @@ environment, the shards delivered to two concurrent worker processes, and the
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import STARTUP_TIMEOUT
+from tests.e2e.support import cli_environment
 from tests.functional.test_batch import csv_text, expected_csv, iris_rows
 from tools.devstack import ROOT, DevStack
 
@@ -40,16 +40,8 @@ def test_submit_wait_fans_a_file_out_to_the_workers_and_reports_its_end(
     rows = iris_rows(20_000)
     local = tmp_path / "big.csv"
     local.write_text(csv_text(rows))
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AWS_", "TURNOUT_"))
-    }
-    environment.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ENDPOINT_URL=fanning_stack.endpoint_url,
+    environment = cli_environment(
+        fanning_stack.endpoint_url,
         TURNOUT_BATCH_BUCKET=fanning_stack.batch_bucket,
         PYTHONPATH=str(ROOT),
     )
