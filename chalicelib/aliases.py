@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import layout
+from chalicelib.clock import iso_timestamp, utc_now
 from chalicelib.documents import NOT_MODIFIED, JsonDocuments
 from chalicelib.errors import (
     AliasConflictError,
@@ -39,7 +40,7 @@ from chalicelib.errors import (
     VersionNotFoundError,
 )
 from chalicelib.names import validate_alias_name, validate_model_name
-from chalicelib.registry import Registry, iso_timestamp, utc_now
+from chalicelib.registry import Registry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

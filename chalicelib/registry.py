@@ -17,12 +17,13 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from chalicelib import layout
+from chalicelib.clock import iso_timestamp, utc_now
 from chalicelib.documents import JsonDocuments, is_missing
 from chalicelib.errors import (
     DocumentConflictError,
@@ -41,16 +42,6 @@ if TYPE_CHECKING:
 
 LABELS_METADATA_KEY = "turnout.labels"
 _MAX_CLAIM_ATTEMPTS = 100
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso_timestamp(moment: datetime) -> str:
-    return (
-        moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
 
 
 class Registry:

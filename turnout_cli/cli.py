@@ -806,8 +806,8 @@ def batch_status(session: Session, key: str, batch_bucket: str) -> int:
     state: 0 succeeded, 3 partial, 4 failed, 5 dead, 6 running."""
     from chalicelib.batch.keys import outputs_base
     from chalicelib.batch.record import Ledger, job_state
+    from chalicelib.clock import utc_now
     from chalicelib.errors import BatchJobNotFoundError
-    from chalicelib.registry import utc_now
 
     s3 = s3_client(session.endpoint_url)
     ledger = Ledger(s3, batch_bucket, outputs_base(key) + ".manifest.json")
@@ -912,7 +912,7 @@ def batch_list(session: Session, since: timedelta, batch_bucket: str) -> None:
     """List the batch jobs of the bucket: each file's state, rows and start."""
     from chalicelib.batch.keys import INCOMING, OUTGOING
     from chalicelib.batch.record import Ledger, job_state
-    from chalicelib.registry import utc_now
+    from chalicelib.clock import utc_now
 
     s3 = s3_client(session.endpoint_url)
     now = utc_now()
@@ -958,7 +958,7 @@ def batch_retry(session: Session, key: str, batch_bucket: str) -> None:
     """Run the job of the file at KEY again, without uploading it again: for a
     dead job or one that failed for a reason a retry may change."""
     from chalicelib.batch.job import retry_job
-    from chalicelib.registry import utc_now
+    from chalicelib.clock import utc_now
 
     s3 = s3_client(session.endpoint_url)
     previous = retry_job(s3, batch_bucket, key, now=utc_now())

@@ -27,10 +27,10 @@ from chalicelib.batch.keys import BatchKey, ShardDone
 from chalicelib.batch.pipeline import Header
 from chalicelib.batch.record import FAILED, RUNNING, JobRecord, Progress, RowCounts
 from chalicelib.batch.shards import Shard, cut_shards
+from chalicelib.clock import iso_timestamp
 from chalicelib.config import Settings
 from chalicelib.documents import JsonDocuments, is_precondition_failure
 from chalicelib.errors import DocumentConflictError, SourceChangedError
-from chalicelib.registry import iso_timestamp
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -58,6 +58,7 @@ from chalicelib.batch.record import (
 )
 from chalicelib.batch.s3io import SourceStream, StreamingUpload, write_condition
 from chalicelib.batch.shards import Shard
+from chalicelib.clock import iso_timestamp, utc_now
 from chalicelib.config import Settings
 from chalicelib.documents import is_missing, is_precondition_failure
 from chalicelib.errors import (
@@ -71,7 +72,6 @@ from chalicelib.errors import (
 )
 from chalicelib.observe import Observer, observe_batch_file
 from chalicelib.predict import Predictor, Target
-from chalicelib.registry import iso_timestamp, utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

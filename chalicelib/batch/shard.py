@@ -51,6 +51,7 @@ from chalicelib.batch.pipeline import Pipeline
 from chalicelib.batch.record import PARTIAL, SUCCEEDED, Counts, JobRecord
 from chalicelib.batch.s3io import SourceStream, StreamingUpload, write_condition
 from chalicelib.batch.shards import Piece, plan_parts, renumber_rejection
+from chalicelib.clock import iso_timestamp, utc_now
 from chalicelib.config import Settings
 from chalicelib.documents import JsonDocuments, is_precondition_failure
 from chalicelib.errors import (
@@ -63,7 +64,6 @@ from chalicelib.errors import (
 )
 from chalicelib.observe import Observer, observe_batch_file
 from chalicelib.predict import Predictor
-from chalicelib.registry import iso_timestamp, utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

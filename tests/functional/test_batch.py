@@ -27,10 +27,11 @@ from click.testing import CliRunner, Result
 from app import app
 from chalicelib import wiring
 from chalicelib.batch import job, keys, record
+from chalicelib.clock import iso_timestamp, utc_now
 from chalicelib.config import Settings
 from chalicelib.models import open_session
 from chalicelib.predict import Predictor
-from chalicelib.registry import Registry, iso_timestamp, utc_now
+from chalicelib.registry import Registry
 from chalicelib.traffic import choose_version
 from tests.conftest import BATCH_BUCKET, MODELS, ROOT
 from tests.emf_spec import emf_lines
