@@ -122,7 +122,7 @@ def upload_csv(s3: S3Client, key: str, rows: int) -> None:
 
 
 def register_iris(s3: S3Client) -> None:
-    from chalicelib.registry import Registry
+    from chalicelib.registry.versions import Registry
 
     create_buckets(s3, MODEL_BUCKET, BATCH_BUCKET)
     Registry(s3, MODEL_BUCKET).register(

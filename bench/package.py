@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.rest import ALIAS, Result, cold_start, table, turnout_event
-from chalicelib.registry import Registry
+from chalicelib.registry.versions import Registry
 from tools.devstack import (
     ROOT,
     aws_environment,

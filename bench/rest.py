@@ -298,9 +298,9 @@ def warm(scale: float, sink: str) -> list[Result]:
         import boto3
 
         from chalicelib import wiring
-        from chalicelib.aliases import Capture
+        from chalicelib.aliases.document import Capture
         from chalicelib.background import BackgroundWork
-        from chalicelib.registry import Registry
+        from chalicelib.registry.versions import Registry
 
         s3 = boto3.client("s3")
         create_buckets(
@@ -411,7 +411,7 @@ def cold(runs: int) -> list[Result]:
     try:
         s3 = s3_client(server.url)
         create_buckets(s3, settings.model_bucket, settings.batch_bucket)
-        from chalicelib.registry import Registry
+        from chalicelib.registry.versions import Registry
 
         aliases = seed_registry(Registry(s3, settings.model_bucket), actor="bench")
         aliases.set_routing("iris", ALIAS, {1: 100}, actor="bench")

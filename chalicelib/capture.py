@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chalicelib.aliases import AliasCache
+from chalicelib.aliases.cache import AliasCache
 from chalicelib.background import BackgroundWork
 from chalicelib.observe import OK, REST, Observation
 from chalicelib.traffic import sampled

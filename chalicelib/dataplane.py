@@ -23,7 +23,7 @@ from chalicelib.predict import (
     primary_version,
     row_count,
 )
-from chalicelib.version_manifest import Manifest, classifier_outputs
+from chalicelib.registry.manifest import Manifest, classifier_outputs
 
 PLATFORM = "onnxruntime_onnx"
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.datatypes import v2_datatype
 from chalicelib.errors import InvalidModelError, ModelIntegrityError
-from chalicelib.version_manifest import Manifest, Signature, TensorSpec
+from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
 
 if TYPE_CHECKING:
     import onnxruntime

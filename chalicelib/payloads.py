@@ -37,6 +37,12 @@ import numpy as np
 
 from chalicelib.datatypes import FLOAT_TYPES, V2_TO_NUMPY, numpy_to_v2
 from chalicelib.errors import InvalidInputError, TooManyRowsError
+from chalicelib.registry.manifest import (
+    Manifest,
+    Signature,
+    TensorSpec,
+    classifier_outputs,
+)
 from chalicelib.values import (
     LONG_NUMBER,
     MAX_NESTING,
@@ -46,12 +52,6 @@ from chalicelib.values import (
     check_floats,
     shorten,
     to_array,
-)
-from chalicelib.version_manifest import (
-    Manifest,
-    Signature,
-    TensorSpec,
-    classifier_outputs,
 )
 
 BINARY_HEADER = "Inference-Header-Content-Length"

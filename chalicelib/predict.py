@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chalicelib.aliases import AliasCache, AliasDocument
+from chalicelib.aliases.cache import AliasCache
+from chalicelib.aliases.document import AliasDocument
 from chalicelib.datatypes import V2_TO_NUMPY
 from chalicelib.errors import (
     AliasNotFoundError,
@@ -26,10 +27,11 @@ from chalicelib.errors import (
 )
 from chalicelib.models import ModelCache
 from chalicelib.names import validate_model_name
-from chalicelib.registry import ManifestCache, Registry
+from chalicelib.registry.cache import ManifestCache
+from chalicelib.registry.manifest import Manifest, Signature, classifier_outputs
+from chalicelib.registry.versions import Registry
 from chalicelib.traffic import choose_version, sampled
 from chalicelib.values import CheckedInputs
-from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
 
 
 # Built for every request: a frozen dataclass would cost three times as much.

@@ -51,7 +51,7 @@ from chalicelib.observe import (
     Observation,
     Observers,
 )
-from chalicelib.version_manifest import Manifest
+from chalicelib.registry.manifest import Manifest
 
 logger = logging.getLogger("turnout.rest")
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from chalicelib.datatypes import INTEGER_TYPES, V2_TO_NUMPY
 from chalicelib.errors import BatchFileError
+from chalicelib.registry.manifest import Manifest, classifier_outputs
 from chalicelib.values import (
     LONG_NUMBER,
     MAX_NESTING,
@@ -38,7 +39,6 @@ from chalicelib.values import (
     show,
     to_array,
 )
-from chalicelib.version_manifest import Manifest, classifier_outputs
 
 CSV = "csv"
 JSONL = "jsonl"

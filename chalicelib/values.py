@@ -30,7 +30,7 @@ from typing import Any, cast
 import numpy as np
 
 from chalicelib.datatypes import INTEGER_TYPES, V2_TO_NUMPY
-from chalicelib.version_manifest import Manifest
+from chalicelib.registry.manifest import Manifest
 
 NON_FINITE_TAG = "turnout.non_finite"
 # The largest finite value of each float datatype.

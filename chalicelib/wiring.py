@@ -20,14 +20,15 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import extension
-from chalicelib.aliases import AliasCache
+from chalicelib.aliases.cache import AliasCache
 from chalicelib.background import BackgroundWork
 from chalicelib.config import Settings
 from chalicelib.emf import MetricsLog
 from chalicelib.models import ArtifactFiles, ModelCache
 from chalicelib.observe import Observer, Observers
 from chalicelib.predict import Predictor
-from chalicelib.registry import ManifestCache, Registry
+from chalicelib.registry.cache import ManifestCache
+from chalicelib.registry.versions import Registry
 from chalicelib.shadow import ShadowRuns
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from chalicelib.aliases import AliasStore
+from chalicelib.aliases.store import AliasStore
 from chalicelib.models import ArtifactFiles
-from chalicelib.registry import Registry
+from chalicelib.registry.versions import Registry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

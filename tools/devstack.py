@@ -48,9 +48,9 @@ from urllib.parse import quote_plus, unquote_plus
 
 import boto3
 
-from chalicelib.aliases import AliasStore
+from chalicelib.aliases.store import AliasStore
 from chalicelib.config import INCOMING_PREFIX, Settings
-from chalicelib.registry import Registry
+from chalicelib.registry.versions import Registry
 from tools.emf_forward import LogForwarder
 
 if TYPE_CHECKING:

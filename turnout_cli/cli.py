@@ -28,14 +28,14 @@ from botocore.exceptions import (
     NoCredentialsError,
 )
 
-from chalicelib.aliases import (
+from chalicelib.aliases.document import (
     CAPTURE_PARTS,
     AliasDocument,
-    AliasStore,
     Capture,
     Revision,
     Shadow,
 )
+from chalicelib.aliases.store import AliasStore
 from chalicelib.config import Settings
 from chalicelib.documents import error_code
 from chalicelib.errors import (
@@ -46,8 +46,8 @@ from chalicelib.errors import (
 )
 from chalicelib.metrics_report import VersionMetrics, parse_since, version_metrics
 from chalicelib.names import parse_version
-from chalicelib.registry import Registry
-from chalicelib.version_manifest import Manifest, TensorSpec
+from chalicelib.registry.manifest import Manifest, TensorSpec
+from chalicelib.registry.versions import Registry
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

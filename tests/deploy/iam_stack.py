@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 
-from chalicelib.registry import Registry
+from chalicelib.registry.versions import Registry
 from tools.devstack import (
     LOOPBACK,
     REGION,

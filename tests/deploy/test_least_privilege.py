@@ -13,9 +13,10 @@ import pytest
 from botocore.exceptions import ClientError
 from chalice.test import Client
 
-from chalicelib.aliases import AliasStore, Capture
+from chalicelib.aliases.document import Capture
+from chalicelib.aliases.store import AliasStore
 from chalicelib.batch import shards as shard_rules
-from chalicelib.registry import Registry
+from chalicelib.registry.versions import Registry
 from tests.deploy.conftest import AppAs
 from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy
 from tests.functional.test_batch import csv_text, expected_csv, iris_rows

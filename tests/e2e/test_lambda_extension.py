@@ -18,7 +18,7 @@ from pytest_localserver.http import WSGIServer
 from werkzeug.wrappers import Request, Response
 
 from bench.rest import proxy_event
-from chalicelib.aliases import Capture, Shadow
+from chalicelib.aliases.document import Capture, Shadow
 from chalicelib.capture import read_capture
 from tests.emf_spec import emf_lines
 from tools.devstack import (

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from chalicelib.aliases import AliasCache, AliasDocument, AliasStore, Revision, Shadow
+from chalicelib.aliases.cache import AliasCache
+from chalicelib.aliases.document import AliasDocument, Revision, Shadow
+from chalicelib.aliases.store import AliasStore
 from chalicelib.errors import (
     AliasConflictError,
     AliasNotFoundError,
@@ -22,7 +24,7 @@ from chalicelib.errors import (
     VersionInUseError,
     VersionNotFoundError,
 )
-from chalicelib.registry import Registry
+from chalicelib.registry.versions import Registry
 from tests.conftest import MODEL_BUCKET, model_bytes
 
 if TYPE_CHECKING:

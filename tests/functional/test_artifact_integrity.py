@@ -10,8 +10,8 @@ import pytest
 
 from chalicelib.errors import ModelIntegrityError
 from chalicelib.models import ModelCache, sha256_hex
-from chalicelib.registry import Registry
-from chalicelib.version_manifest import Manifest, TensorSpec
+from chalicelib.registry.manifest import Manifest, TensorSpec
+from chalicelib.registry.versions import Registry
 from tests.conftest import MODEL_BUCKET, artifact_files, model_bytes
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from chalicelib.clock import iso_timestamp, utc_now
 from chalicelib.config import Settings
 from chalicelib.models import open_session
 from chalicelib.predict import Predictor
-from chalicelib.registry import Registry
+from chalicelib.registry.versions import Registry
 from chalicelib.traffic import choose_version
 from tests.conftest import BATCH_BUCKET, MODELS, ROOT
 from tests.emf_spec import emf_lines

@@ -14,7 +14,8 @@ from chalice.test import Client, HTTPResponse
 from click.testing import CliRunner, Result
 
 from chalicelib import wiring
-from chalicelib.aliases import AliasStore, Capture, Shadow
+from chalicelib.aliases.document import Capture, Shadow
+from chalicelib.aliases.store import AliasStore
 from chalicelib.capture import read_capture
 from chalicelib.errors import AliasNotFoundError, InvalidAliasError
 from tests.conftest import MODEL_BUCKET

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner, Result
 
-from chalicelib.aliases import AliasStore, Shadow
-from chalicelib.registry import Registry
+from chalicelib.aliases.document import Shadow
+from chalicelib.aliases.store import AliasStore
+from chalicelib.registry.versions import Registry
 from tests.conftest import MODEL_BUCKET, MODELS
 from turnout_cli import cli as cli_module
 from turnout_cli.cli import cli

@@ -11,7 +11,8 @@ import pytest
 from chalice.test import Client
 
 from chalicelib import wiring
-from chalicelib.aliases import AliasStore, Shadow
+from chalicelib.aliases.document import Shadow
+from chalicelib.aliases.store import AliasStore
 from tests.emf_spec import emf_lines
 from tests.functional.rest_support import (
     IRIS_ROWS,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from chalicelib.models import ArtifactFiles, ModelCache
-from chalicelib.registry import Registry
-from chalicelib.version_manifest import Manifest
+from chalicelib.registry.manifest import Manifest
+from chalicelib.registry.versions import Registry
 from tests.conftest import artifact_files
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from chalicelib.aliases import AliasStore
+from chalicelib.aliases.store import AliasStore
 from chalicelib.errors import (
     InvalidLabelsError,
     InvalidModelError,
@@ -20,8 +20,9 @@ from chalicelib.errors import (
     TurnoutError,
     VersionNotFoundError,
 )
-from chalicelib.registry import ManifestCache, Registry
-from chalicelib.version_manifest import Signature, TensorSpec
+from chalicelib.registry.cache import ManifestCache
+from chalicelib.registry.manifest import Signature, TensorSpec
+from chalicelib.registry.versions import Registry
 from tests.conftest import MODEL_BUCKET, model_bytes
 
 if TYPE_CHECKING:

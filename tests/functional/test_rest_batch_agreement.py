@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import pytest
 from chalice.test import Client
 
-from chalicelib.aliases import AliasStore
-from chalicelib.registry import Registry
+from chalicelib.aliases.store import AliasStore
+from chalicelib.registry.versions import Registry
 from tests.conftest import BATCH_BUCKET
 from tests.functional.onnx_models import identity_model
 from tests.functional.rest_support import serving_client

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from chalice.test import Client
 
-from chalicelib.aliases import AliasStore
+from chalicelib.aliases.store import AliasStore
 from chalicelib.models import open_session
 from tests.conftest import MODELS
 from tests.functional.rest_support import (

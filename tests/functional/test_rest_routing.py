@@ -14,11 +14,12 @@ from chalice.test import Client, HTTPResponse
 from scipy.stats import chisquare
 
 from chalicelib import wiring
-from chalicelib.aliases import AliasStore, Shadow
+from chalicelib.aliases.document import Shadow
+from chalicelib.aliases.store import AliasStore
 from chalicelib.layout import version_prefix
-from chalicelib.registry import Registry
+from chalicelib.registry.manifest import Manifest
+from chalicelib.registry.versions import Registry
 from chalicelib.traffic import choose_version
-from chalicelib.version_manifest import Manifest
 from tests.conftest import MODEL_BUCKET
 from tests.emf_spec import emf_lines
 from tests.functional.rest_support import (

@@ -11,7 +11,7 @@ from chalice.test import Client
 
 from chalicelib import predict as predict_module
 from chalicelib import wiring
-from chalicelib.aliases import AliasStore
+from chalicelib.aliases.store import AliasStore
 from chalicelib.models import open_session
 from tests.conftest import MODELS
 from tests.functional.rest_support import (

@@ -7,7 +7,12 @@ import math
 
 import pytest
 
-from chalicelib.aliases import AliasDocument, Revision, Shadow, validate_routing
+from chalicelib.aliases.document import (
+    AliasDocument,
+    Revision,
+    Shadow,
+    validate_routing,
+)
 from chalicelib.errors import InvalidAliasError
 
 

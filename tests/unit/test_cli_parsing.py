@@ -6,7 +6,7 @@ import getpass
 
 import pytest
 
-from chalicelib.aliases import AliasDocument, Revision, Shadow
+from chalicelib.aliases.document import AliasDocument, Revision, Shadow
 from turnout_cli.cli import (
     alias_lines,
     default_actor,

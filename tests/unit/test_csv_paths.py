@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalicelib import tabular
+from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
 from chalicelib.tabular import CsvTable
-from chalicelib.version_manifest import Manifest, Signature, TensorSpec
 
 SIGNATURE = Signature(
     inputs=(

@@ -7,8 +7,7 @@ import json
 import pytest
 
 from chalicelib.errors import ModelIntegrityError
-from chalicelib.registry import read_manifest
-from chalicelib.version_manifest import Manifest, Signature, TensorSpec
+from chalicelib.registry.manifest import Manifest, Signature, TensorSpec, read_manifest
 
 MANIFEST = Manifest(
     name="iris",

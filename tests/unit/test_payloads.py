@@ -20,7 +20,7 @@ from chalicelib.payloads import (
     parse_json,
     read_infer_request,
 )
-from chalicelib.version_manifest import Manifest, Signature, TensorSpec
+from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
 
 IRIS = Signature(
     inputs=(TensorSpec("float_input", "FP32", (-1, 4)),),

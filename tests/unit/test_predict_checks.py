@@ -7,7 +7,7 @@ import pytest
 
 from chalicelib.errors import InvalidInputError
 from chalicelib.predict import agreement, check_inputs
-from chalicelib.version_manifest import Manifest, Signature, TensorSpec
+from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
 
 IRIS = Signature(
     inputs=(TensorSpec("float_input", "FP32", (-1, 4)),),

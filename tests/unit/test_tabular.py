@@ -10,8 +10,8 @@ import pytest
 
 from chalicelib import tabular
 from chalicelib.errors import BatchFileError
+from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
 from chalicelib.tabular import CSV, JSONL, CsvTable, JsonLinesTable, RecordSplitter
-from chalicelib.version_manifest import Manifest, Signature, TensorSpec
 
 IRIS = Signature(
     inputs=(TensorSpec("float_input", "FP32", (-1, 4)),),

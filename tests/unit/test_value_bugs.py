@@ -10,8 +10,8 @@ import pytest
 from chalicelib import tabular
 from chalicelib.errors import InvalidInputError
 from chalicelib.payloads import decode_instances, parse_json, read_infer_request
+from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
 from chalicelib.tabular import CsvTable, JsonLinesTable
-from chalicelib.version_manifest import Manifest, Signature, TensorSpec
 
 OUT = (TensorSpec("y", "FP32", (-1, 1)),)
 

@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib.errors import InvalidModelError
 from chalicelib.models import ModelHeader, read_model_header
-from chalicelib.version_manifest import (
+from chalicelib.registry.manifest import (
     ClassifierOutputs,
     Manifest,
     Signature,

@@ -1,10 +1,14 @@
-"""The manifest of a model version: what the registry promises about it."""
+"""The manifest of a model version: what the registry promises about it, and
+its stored form read back with every field checked (``read_manifest``)."""
 
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from chalicelib.errors import ModelIntegrityError
 
 MANIFEST_FORMAT = 1
 
@@ -105,6 +109,30 @@ class Manifest:
             ir_version=int(data.get("ir_version", 0)),
             format=int(data.get("format", MANIFEST_FORMAT)),
         )
+
+
+def read_manifest(name: str, version: int, stored: bytes) -> Manifest:
+    """The manifest in ``stored``; ModelIntegrityError when it is not valid JSON,
+    lacks a field, has one of the wrong type, or describes another version."""
+
+    def corrupt(reason: str) -> ModelIntegrityError:
+        return ModelIntegrityError(name, version, f"manifest.json {reason}")
+
+    try:
+        data = json.loads(stored)
+    except (ValueError, RecursionError):
+        raise corrupt("is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise corrupt("is not a JSON object")
+    try:
+        manifest = Manifest.from_dict(data)
+    except KeyError as error:
+        raise corrupt(f"has no {error} field") from None
+    except (TypeError, ValueError, AttributeError):
+        raise corrupt("has a field of the wrong type") from None
+    if (manifest.name, manifest.version) != (name, version):
+        raise corrupt(f"describes version {manifest.version} of {manifest.name!r}")
+    return manifest
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Aliases: weighted sets of versions, changed by compare-and-swap, with history.
+"""The alias store: heads, revision history and compare-and-swap, in S3.
 
 Each alias is a small head document, ``models/{name}/aliases/{alias}.json``, that
 holds the current revision and is all that serving reads, and one immutable
@@ -10,25 +10,31 @@ gets an AliasConflictError and can retry on the new state) and the history is
 never lost: each revision object names the one before it, and the head names the
 one that won.
 
-Deleting a version writes its tombstone, then re-writes every head that does not
-route to it (``fence`` counts these writes): a change that checked the version
-before the tombstone and writes after it finds the head changed and conflicts.
+Deleting a version (``chalicelib.registry.deletion``) writes its tombstone, then
+fences every head that does not route to it (re-writes it, ``fence`` counting
+these writes): a change that checked the version before the tombstone and writes
+after it finds the head changed and conflicts.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from chalicelib import layout
+from chalicelib.aliases.document import (
+    AliasDocument,
+    Capture,
+    Revision,
+    Shadow,
+    plain_number,
+    validate_capture,
+    validate_routing,
+)
 from chalicelib.clock import iso_timestamp, utc_now
-from chalicelib.documents import NOT_MODIFIED, JsonDocuments
+from chalicelib.documents import JsonDocuments
 from chalicelib.errors import (
     AliasConflictError,
     AliasNotFoundError,
@@ -36,183 +42,13 @@ from chalicelib.errors import (
     InvalidAliasError,
     ModelNotFoundError,
     RevisionNotFoundError,
-    VersionInUseError,
     VersionNotFoundError,
 )
 from chalicelib.names import validate_alias_name, validate_model_name
-from chalicelib.registry import Registry
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+from chalicelib.registry import deletion
+from chalicelib.registry.versions import Registry
 
 _MAX_FENCE_ATTEMPTS = 20
-
-
-@dataclass(frozen=True)
-class Shadow:
-    """A version that gets a copy of ``percent`` % of the traffic, never answering."""
-
-    version: int
-    percent: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "percent": self.percent}
-
-
-CAPTURE_PARTS = ("inputs", "outputs")
-
-
-@dataclass(frozen=True)
-class Capture:
-    """Data capture: ``percent`` % of the alias's answered requests are written
-    to the capture bucket, with the ``keep`` parts (inputs, outputs or both)."""
-
-    percent: float
-    keep: tuple[str, ...] = CAPTURE_PARTS
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"percent": self.percent, "keep": list(self.keep)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Capture:
-        return cls(_number(data["percent"]), tuple(str(p) for p in data["keep"]))
-
-
-def validate_capture(capture: Capture) -> None:
-    """Pure checks of a capture setting; InvalidAliasError names the rule broken."""
-    if not math.isfinite(capture.percent) or not 0 < capture.percent <= 100:
-        raise InvalidAliasError(
-            f"capture percentage {capture.percent} is not in (0, 100]"
-        )
-    unknown = sorted(set(capture.keep) - set(CAPTURE_PARTS))
-    if unknown or not capture.keep:
-        raise InvalidAliasError(
-            f"capture keeps {', '.join(CAPTURE_PARTS)} (one or both), "
-            f"not {', '.join(unknown) or 'nothing'}"
-        )
-
-
-@dataclass(frozen=True)
-class Revision:
-    revision: int
-    weights: dict[int, float]
-    shadow: Shadow | None
-    updated_at: str
-    actor: str
-    reason: str
-    capture: Capture | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {
-            "revision": self.revision,
-            "weights": {str(v): w for v, w in sorted(self.weights.items())},
-            "shadow": self.shadow.to_dict() if self.shadow else None,
-            "updated_at": self.updated_at,
-            "actor": self.actor,
-            "reason": self.reason,
-        }
-        # Written only when set: documents of aliases that never captured stay
-        # as they were.
-        if self.capture is not None:
-            document["capture"] = self.capture.to_dict()
-        return document
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Revision:
-        shadow = data.get("shadow")
-        capture = data.get("capture")
-        return cls(
-            revision=int(data["revision"]),
-            weights={int(v): _number(w) for v, w in data["weights"].items()},
-            shadow=Shadow(int(shadow["version"]), _number(shadow["percent"]))
-            if shadow
-            else None,
-            updated_at=str(data.get("updated_at", "")),
-            actor=str(data.get("actor", "")),
-            reason=str(data.get("reason", "")),
-            capture=Capture.from_dict(capture) if capture else None,
-        )
-
-    def versions(self) -> set[int]:
-        """Every version this revision routes to: by weight (even 0) or as shadow."""
-        named = set(self.weights)
-        if self.shadow:
-            named.add(self.shadow.version)
-        return named
-
-
-@dataclass(frozen=True)
-class AliasDocument:
-    """An alias's head: its current revision, the id of that revision's object,
-    and how many deletions have fenced it."""
-
-    name: str
-    alias: str
-    current: Revision
-    revision_id: str
-    fence: int = 0
-
-    @property
-    def revision(self) -> int:
-        return self.current.revision
-
-    @property
-    def weights(self) -> dict[int, float]:
-        return self.current.weights
-
-    @property
-    def shadow(self) -> Shadow | None:
-        return self.current.shadow
-
-    @property
-    def capture(self) -> Capture | None:
-        return self.current.capture
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "alias": self.alias,
-            **self.current.to_dict(),
-            "revision_id": self.revision_id,
-            "fence": self.fence,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AliasDocument:
-        return cls(
-            name=str(data["name"]),
-            alias=str(data["alias"]),
-            current=Revision.from_dict(data),
-            revision_id=str(data["revision_id"]),
-            fence=int(data.get("fence", 0)),
-        )
-
-
-def _number(value: Any) -> float:
-    number = float(value)
-    return int(number) if number.is_integer() else number
-
-
-def validate_routing(weights: Mapping[int, float], shadow: Shadow | None) -> None:
-    """Pure checks of an alias's routing; InvalidAliasError names the rule broken."""
-    if not weights:
-        raise InvalidAliasError("give at least one version and its weight")
-    for version, weight in weights.items():
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise InvalidAliasError(f"version {version!r} is not a positive integer")
-        if not isinstance(weight, int | float) or not math.isfinite(weight):
-            raise InvalidAliasError(f"weight of version {version} is not a number")
-        if weight < 0:
-            raise InvalidAliasError(f"weight of version {version} is negative")
-    if sum(weights.values()) <= 0:
-        raise InvalidAliasError("the weights must have a positive sum")
-    if shadow is not None:
-        if not isinstance(shadow.version, int) or shadow.version < 1:
-            raise InvalidAliasError(f"shadow version {shadow.version!r} is not valid")
-        if not math.isfinite(shadow.percent) or not 0 < shadow.percent <= 100:
-            raise InvalidAliasError(
-                f"shadow percentage {shadow.percent} is not in (0, 100]"
-            )
 
 
 class AliasStore:
@@ -313,7 +149,7 @@ class AliasStore:
             alias,
             lambda previous: Revision(
                 revision=0,
-                weights={int(v): _number(w) for v, w in weights.items()},
+                weights={int(v): plain_number(w) for v, w in weights.items()},
                 shadow=shadow,
                 updated_at="",
                 actor=actor,
@@ -389,7 +225,9 @@ class AliasStore:
             if document is None:
                 raise AliasNotFoundError(name, alias)
             default = (
-                f"capture {_number(capture.percent)}%" if capture else "capture off"
+                f"capture {plain_number(capture.percent)}%"
+                if capture
+                else "capture off"
             )
             return replace(
                 document.current, capture=capture, actor=actor, reason=reason or default
@@ -486,26 +324,21 @@ class AliasStore:
         ]
 
     def delete_version(self, name: str, version: int, *, actor: str = "") -> None:
-        """Delete a version unless an alias routes to it (VersionInUseError).
+        """Delete a version unless an alias routes to it (VersionInUseError):
+        ``chalicelib.registry.deletion`` does it, and says how. Offered here too
+        because deleting needs the alias store, and its callers have one."""
+        deletion.delete_version(self, name, version, actor=actor)
 
-        The tombstone comes first: from then on ``set_routing`` and ``rollback``
-        refuse the version. Then every head is fenced (re-written, so that a
-        change that checked the version before the tombstone conflicts) and
-        checked once more; only then are the manifest and the artifact removed.
-        """
-        in_use = self.aliases_routing_to(name, version)
-        if in_use:
-            raise VersionInUseError(name, version, in_use)
-        self.registry.write_tombstone(name, version, actor=actor)
-        in_use = [
+    def fence_heads(self, name: str, version: int) -> list[str]:
+        """Re-write every head of ``name`` unchanged but for its fence count, on
+        the ETag read, so that a change that checked ``version`` before now and
+        writes its head after conflicts. A head that routes to ``version`` is
+        left as it is: the result names those aliases."""
+        return [
             alias
             for alias in self._alias_names(name)
             if not self._fence(name, alias, version)
         ]
-        if in_use:
-            self.registry.remove_tombstone(name, version)
-            raise VersionInUseError(name, version, in_use)
-        self.registry.remove_version(name, version)
 
     def _fence(self, name: str, alias: str, version: int) -> bool:
         """Re-write the alias's head unchanged but for its fence; False (and no
@@ -526,52 +359,3 @@ class AliasStore:
             except DocumentConflictError:
                 continue  # changed meanwhile: look again
         raise AliasConflictError(name, alias, None)
-
-
-class AliasCache:
-    """A warm container's copy of alias heads, for serving.
-
-    A copy is trusted for ``ttl_seconds``; after that it is revalidated with a
-    conditional GET on its ETag, which costs a 304 and no body when unchanged.
-    """
-
-    def __init__(
-        self,
-        s3: S3Client,
-        bucket: str,
-        ttl_seconds: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._documents = JsonDocuments(s3, bucket)
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._entries: dict[tuple[str, str], tuple[AliasDocument, str, float]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, name: str, alias: str) -> AliasDocument:
-        """The alias's current head; AliasNotFoundError if it does not exist,
-        InvalidNameError if a name is invalid (checked before reading S3, so the
-        cache only ever holds valid names)."""
-        now = self._clock()
-        with self._lock:
-            entry = self._entries.get((name, alias))
-        if entry is not None and now - entry[2] < self._ttl:
-            return entry[0]
-        validate_model_name(name)
-        validate_alias_name(alias)
-        found = self._documents.read(
-            layout.alias_head_key(name, alias),
-            unless_etag=entry[1] if entry is not None else None,
-        )
-        if found is None:
-            with self._lock:
-                self._entries.pop((name, alias), None)
-            raise AliasNotFoundError(name, alias)
-        stored, etag = found
-        document = entry[0] if entry and stored is NOT_MODIFIED else None
-        if document is None:
-            document = AliasDocument.from_dict(stored)
-        with self._lock:
-            self._entries[(name, alias)] = (document, etag, now)
-        return document

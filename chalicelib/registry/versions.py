@@ -1,12 +1,13 @@
-"""The model registry: immutable, checksummed versions in an S3 bucket.
+"""Model versions: immutable, checksummed, numbered, in an S3 bucket.
 
 A registration claims the next number with a conditional write (``IfNoneMatch``),
 so two concurrent registrations get two numbers, then writes the artifact, then
 the manifest. Only versions with a manifest exist for anyone: a crash midway
 leaves a claimed number that nobody can list or route to. Claims are never
 deleted, so a number is never given twice, even after its version is deleted.
-Deleting writes a tombstone first: from then on the version does not exist,
-whatever of it is left. The keys are in ``chalicelib.layout``.
+A version with a tombstone does not exist, whatever of it is left: deleting one
+(``chalicelib.registry.deletion``) writes the tombstone first. The keys are in
+``chalicelib.layout``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -28,14 +27,18 @@ from chalicelib.documents import JsonDocuments, is_missing
 from chalicelib.errors import (
     DocumentConflictError,
     InvalidLabelsError,
-    ModelIntegrityError,
     ModelNotFoundError,
     ModelTooLargeError,
     VersionNotFoundError,
 )
 from chalicelib.models import inspect_model, sha256_hex
 from chalicelib.names import validate_model_name
-from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
+from chalicelib.registry.manifest import (
+    Manifest,
+    Signature,
+    classifier_outputs,
+    read_manifest,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -133,7 +136,7 @@ class Registry:
     def write_tombstone(self, name: str, version: int, *, actor: str) -> None:
         """Mark a committed version deleted: from now on nobody can route to it,
         and warm containers stop serving it (ManifestCache). The first step of a
-        deletion (``AliasStore.delete_version``)."""
+        deletion (``chalicelib.registry.deletion``)."""
         self.get_manifest(name, version)
         self.s3.put_object(
             Bucket=self.bucket,
@@ -250,73 +253,8 @@ class Registry:
         return response["Body"].read()
 
 
-class ManifestCache:
-    """A warm container's copy of the manifests it has read, for serving.
-
-    A manifest never changes, but its version can be deleted: a copy is trusted
-    for ``ttl_seconds`` (by ``clock``), then revalidated with one LIST of the
-    version's keys. A version deleted (or tombstoned) meanwhile is dropped, and
-    from then on not found, as ``Registry.list_versions`` says.
-    """
-
-    def __init__(
-        self,
-        registry: Registry,
-        ttl_seconds: float,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.registry = registry
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._entries: dict[tuple[str, int], tuple[Manifest, float]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, name: str, version: int) -> Manifest:
-        """The version's manifest; the errors of ``Registry.get_manifest``."""
-        key = (name, version)
-        now = self._clock()
-        with self._lock:
-            entry = self._entries.get(key)
-        if entry is not None and now - entry[1] < self._ttl:
-            return entry[0]
-        if entry is not None and self.registry.is_live(name, version):
-            manifest = entry[0]
-        else:
-            with self._lock:
-                self._entries.pop(key, None)
-            manifest = self.registry.get_manifest(name, version)
-        with self._lock:
-            self._entries[key] = (manifest, now)
-        return manifest
-
-
 def _is_live(leaves: set[str]) -> bool:
     return layout.MANIFEST in leaves and layout.TOMBSTONE not in leaves
-
-
-def read_manifest(name: str, version: int, stored: bytes) -> Manifest:
-    """The manifest in ``stored``; ModelIntegrityError when it is not valid JSON,
-    lacks a field, has one of the wrong type, or describes another version."""
-
-    def corrupt(reason: str) -> ModelIntegrityError:
-        return ModelIntegrityError(name, version, f"manifest.json {reason}")
-
-    try:
-        data = json.loads(stored)
-    except (ValueError, RecursionError):
-        raise corrupt("is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise corrupt("is not a JSON object")
-    try:
-        manifest = Manifest.from_dict(data)
-    except KeyError as error:
-        raise corrupt(f"has no {error} field") from None
-    except (TypeError, ValueError, AttributeError):
-        raise corrupt("has a field of the wrong type") from None
-    if (manifest.name, manifest.version) != (name, version):
-        raise corrupt(f"describes version {manifest.version} of {manifest.name!r}")
-    return manifest
 
 
 def _base64_sha256(data: bytes) -> str:
