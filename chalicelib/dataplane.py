@@ -16,7 +16,7 @@ import numpy as np
 
 from chalicelib import payloads
 from chalicelib.observe import Observation
-from chalicelib.predict import (
+from chalicelib.predictor import (
     Prediction,
     Predictor,
     Target,

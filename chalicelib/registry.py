@@ -32,8 +32,8 @@ from chalicelib.errors import (
     ModelTooLargeError,
     VersionNotFoundError,
 )
-from chalicelib.models import inspect_model, sha256_hex
 from chalicelib.names import validate_model_name
+from chalicelib.sessions import inspect_model, sha256_hex
 from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
 
 if TYPE_CHECKING:

@@ -24,10 +24,10 @@ from chalicelib.aliases import AliasCache
 from chalicelib.background import BackgroundWork
 from chalicelib.config import Settings
 from chalicelib.emf import MetricsLog
-from chalicelib.models import ArtifactFiles, ModelCache
 from chalicelib.observe import Observer, Observers
-from chalicelib.predict import Predictor
+from chalicelib.predictor import Predictor
 from chalicelib.registry import ManifestCache, Registry
+from chalicelib.sessions import ArtifactFiles, ModelCache
 from chalicelib.shadow import ShadowRuns
 
 if TYPE_CHECKING:

@@ -70,7 +70,7 @@ from chalicelib.errors import (
     TurnoutError,
 )
 from chalicelib.observe import Observer, observe_batch_file
-from chalicelib.predict import Predictor, Target
+from chalicelib.predictor import Predictor, Target
 from chalicelib.registry import iso_timestamp, utc_now
 
 if TYPE_CHECKING:

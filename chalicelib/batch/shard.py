@@ -62,7 +62,7 @@ from chalicelib.errors import (
     TurnoutError,
 )
 from chalicelib.observe import Observer, observe_batch_file
-from chalicelib.predict import Predictor
+from chalicelib.predictor import Predictor
 from chalicelib.registry import iso_timestamp, utc_now
 
 if TYPE_CHECKING:

@@ -13,8 +13,9 @@ import pytest
 from chalice.test import Client, HTTPResponse
 
 from app import app
-from chalicelib import models, wiring
 from chalicelib import registry as registry_module
+from chalicelib import sessions as models
+from chalicelib import wiring
 from tests.conftest import ROOT
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]

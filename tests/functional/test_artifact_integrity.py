@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from chalicelib.errors import ModelIntegrityError
-from chalicelib.models import ModelCache, sha256_hex
 from chalicelib.registry import Registry
+from chalicelib.sessions import ModelCache, sha256_hex
 from chalicelib.version_manifest import Manifest, TensorSpec
 from tests.conftest import MODEL_BUCKET, artifact_files, model_bytes
 

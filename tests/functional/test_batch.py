@@ -28,9 +28,9 @@ from app import app
 from chalicelib import wiring
 from chalicelib.batch import job, keys, record
 from chalicelib.config import Settings
-from chalicelib.models import open_session
-from chalicelib.predict import Predictor
+from chalicelib.predictor import Predictor
 from chalicelib.registry import Registry, iso_timestamp, utc_now
+from chalicelib.sessions import open_session
 from chalicelib.traffic import choose_version
 from tests.conftest import BATCH_BUCKET, MODELS, ROOT
 from tests.emf_spec import emf_lines

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.models import ArtifactFiles, ModelCache
 from chalicelib.registry import Registry
+from chalicelib.sessions import ArtifactFiles, ModelCache
 from chalicelib.version_manifest import Manifest
 from tests.conftest import artifact_files
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from chalicelib.errors import InvalidModelError
-from chalicelib.models import ModelHeader, read_model_header
+from chalicelib.sessions import ModelHeader, read_model_header
 from chalicelib.version_manifest import (
     ClassifierOutputs,
     Manifest,

@@ -24,9 +24,9 @@ from chalicelib.errors import (
     ModelExecutionError,
     ModelNotFoundError,
 )
-from chalicelib.models import ModelCache
 from chalicelib.names import validate_model_name
 from chalicelib.registry import ManifestCache, Registry
+from chalicelib.sessions import ModelCache
 from chalicelib.traffic import choose_version, sampled
 from chalicelib.values import CheckedInputs
 from chalicelib.version_manifest import Manifest, Signature, classifier_outputs
