@@ -218,14 +218,16 @@ class RestApi:
     def _v2(self, request: Request, observation: Observation) -> Response:
         self._check_body(request)
         parsed = v2.read_infer_request(request.body, request.header(v2.BINARY_HEADER))
-        return self._infer(request, parsed, v2.CODEC, parsed.parameters, observation)
+        return self._infer_with(
+            request, parsed, v2.CODEC, parsed.parameters, observation
+        )
 
     def _instances(self, request: Request, observation: Observation) -> Response:
         self._check_body(request)
         document = parse_json(request.body)
-        return self._infer(request, document, instances.CODEC, {}, observation)
+        return self._infer_with(request, document, instances.CODEC, {}, observation)
 
-    def _infer[Parsed](
+    def _infer_with[Parsed](
         self,
         request: Request,
         parsed: Parsed,
