@@ -1,9 +1,10 @@
 """The data plane behind the REST protocols: resolve who answers, decode the
-payload against that version's signature, run it, encode the answer.
+request against that version's signature, run it, encode the answer.
 
-Protocol-neutral in the way KServe's DataPlane is: it takes names and parsed
-payloads, never an HTTP request, and fills the request's Observation as it
-learns who answered, how many rows and how long the model took.
+Protocol-neutral in the way KServe's DataPlane is: it takes names, a parsed
+request and the protocol's Codec (``chalicelib.protocols``), never an HTTP
+request, and fills the request's Observation as it learns who answered, how many
+rows and how long the model took.
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from chalicelib import payloads
 from chalicelib.observe import Observation
-from chalicelib.predict import (
+from chalicelib.predictor import (
     Prediction,
     Predictor,
     Target,
     primary_version,
     row_count,
 )
+from chalicelib.protocols.common import Codec
 from chalicelib.registry.manifest import Manifest, classifier_outputs
 
 PLATFORM = "onnxruntime_onnx"
@@ -83,53 +84,24 @@ class DataPlane:
                 predictor.models.get(predictor.manifest(name, weighted))
         return predictor.manifest(name, primary_version(document)), document.alias
 
-    def infer(
+    def infer[Request](
         self,
         name: str,
-        request: payloads.InferRequest,
+        request: Request,
         *,
+        codec: Codec[Request],
         version: int | None,
         alias: str | None,
         routing_key: str | None,
         observation: Observation,
     ) -> Answer:
-        """An Open Inference Protocol request through the version that answers."""
+        """A request of either protocol through the version that answers: resolve
+        it, decode the request against its signature, run it, encode the answer,
+        each through the protocol's ``codec``."""
         target = self._resolve(name, version, alias, routing_key, observation)
-        inputs = payloads.decode_inputs(
-            request, target.manifest, max_rows=self.max_rows
-        )
-        prediction = self._run(target, inputs, request.outputs, observation)
-        body = payloads.encode_infer_response(
-            prediction.outputs,
-            model_name=target.name,
-            model_version=target.version,
-            request_id=request.id,
-        )
-        return Answer(body, target.manifest, target.alias)
-
-    def predict(
-        self,
-        name: str,
-        document: Any,
-        *,
-        alias: str | None,
-        routing_key: str | None,
-        observation: Observation,
-    ) -> Answer:
-        """An ``{"instances": [...]}`` request through the version that answers."""
-        target = self._resolve(name, None, alias, routing_key, observation)
-        inputs = payloads.decode_instances(
-            document, target.manifest, max_rows=self.max_rows
-        )
-        prediction = self._run(target, inputs, None, observation)
-        body = {
-            "predictions": payloads.encode_predictions(
-                target.manifest, prediction.outputs
-            ),
-            "model": target.name,
-            "version": target.version,
-            "alias": target.alias,
-        }
+        inputs = codec.decode(request, target.manifest, max_rows=self.max_rows)
+        prediction = self._run(target, inputs, codec.outputs(request), observation)
+        body = codec.encode(request, prediction.outputs, target.manifest, target.alias)
         return Answer(body, target.manifest, target.alias)
 
     def _run(

@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import payloads
 from chalicelib.config import Settings
 from chalicelib.dataplane import Answer, DataPlane
 from chalicelib.errors import (
@@ -51,6 +50,8 @@ from chalicelib.observe import (
     Observation,
     Observers,
 )
+from chalicelib.protocols import instances, v2
+from chalicelib.protocols.common import Codec, parse_json
 from chalicelib.registry.manifest import Manifest
 
 logger = logging.getLogger("turnout.rest")
@@ -189,11 +190,11 @@ class RestApi:
     def infer(self, request: Request) -> Response:
         """POST /v2/models/{name}[/versions/{version}]/infer (Open Inference
         Protocol)."""
-        return self._answer(request, self._infer, observed=True)
+        return self._answer(request, self._v2, observed=True)
 
     def predict(self, request: Request) -> Response:
         """POST /models/{name}/predict with ``{"instances": [...]}``."""
-        return self._answer(request, self._predict, observed=True)
+        return self._answer(request, self._instances, observed=True)
 
     def _model_metadata(self, request: Request, observation: Observation) -> Response:
         version = _path_version(request)
@@ -214,30 +215,37 @@ class RestApi:
         )
         return Response(200, {"name": name, "ready": True}, _served_by(manifest, alias))
 
-    def _infer(self, request: Request, observation: Observation) -> Response:
+    def _v2(self, request: Request, observation: Observation) -> Response:
         self._check_body(request)
-        parsed = payloads.read_infer_request(
-            request.body, request.header(payloads.BINARY_HEADER)
+        parsed = v2.read_infer_request(request.body, request.header(v2.BINARY_HEADER))
+        return self._infer_with(
+            request, parsed, v2.CODEC, parsed.parameters, observation
         )
+
+    def _instances(self, request: Request, observation: Observation) -> Response:
+        self._check_body(request)
+        document = parse_json(request.body)
+        return self._infer_with(request, document, instances.CODEC, {}, observation)
+
+    def _infer_with[Parsed](
+        self,
+        request: Request,
+        parsed: Parsed,
+        codec: Codec[Parsed],
+        parameters: Mapping[str, Any],
+        observation: Observation,
+    ) -> Response:
+        """A parsed request through the DataPlane with its protocol's ``codec``;
+        ``parameters`` are the request's own (V2), read before the query string
+        and headers for the alias and routing key."""
         version = _path_version(request)
         answer = self.plane.infer(
             request.path_params["name"],
             parsed,
+            codec=codec,
             version=version,
-            alias=None if version is not None else _alias(request, parsed.parameters),
-            routing_key=_routing_key(request, parsed.parameters),
-            observation=observation,
-        )
-        return _answered(answer)
-
-    def _predict(self, request: Request, observation: Observation) -> Response:
-        self._check_body(request)
-        document = payloads.parse_json(request.body)
-        answer = self.plane.predict(
-            request.path_params["name"],
-            document,
-            alias=_alias(request, {}),
-            routing_key=_routing_key(request, {}),
+            alias=None if version is not None else _alias(request, parameters),
+            routing_key=_routing_key(request, parameters),
             observation=observation,
         )
         return _answered(answer)

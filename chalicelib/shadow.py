@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from chalicelib.background import BackgroundWork
 from chalicelib.observe import OK, REST, SERVER_ERROR, SHADOW, Observation
-from chalicelib.predict import Predictor, Target, agreement
+from chalicelib.predictor import Predictor, Target, agreement
 
 
 class ShadowRuns:

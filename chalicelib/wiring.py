@@ -24,11 +24,11 @@ from chalicelib.aliases.cache import AliasCache
 from chalicelib.background import BackgroundWork
 from chalicelib.config import Settings
 from chalicelib.emf import MetricsLog
-from chalicelib.models import ArtifactFiles, ModelCache
 from chalicelib.observe import Observer, Observers
-from chalicelib.predict import Predictor
+from chalicelib.predictor import Predictor
 from chalicelib.registry.cache import ManifestCache
 from chalicelib.registry.versions import Registry
+from chalicelib.sessions import ArtifactFiles, ModelCache
 from chalicelib.shadow import ShadowRuns
 
 if TYPE_CHECKING:

@@ -13,8 +13,8 @@ import pytest
 from moto import mock_aws
 
 from chalicelib.aliases.store import AliasStore
-from chalicelib.models import ArtifactFiles
 from chalicelib.registry.versions import Registry
+from chalicelib.sessions import ArtifactFiles
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

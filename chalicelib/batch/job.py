@@ -71,7 +71,7 @@ from chalicelib.errors import (
     TurnoutError,
 )
 from chalicelib.observe import Observer, observe_batch_file
-from chalicelib.predict import Predictor, Target
+from chalicelib.predictor import Predictor, Target
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

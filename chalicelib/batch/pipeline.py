@@ -12,12 +12,12 @@ from chalicelib import tabular
 from chalicelib.batch.keys import BatchKey
 from chalicelib.batch.s3io import Prefetch, SourceStream, StreamingUpload
 from chalicelib.errors import BatchFileError
-from chalicelib.predict import Target
+from chalicelib.predictor import Target
 
 if TYPE_CHECKING:
     from chalicelib.batch.record import Counts
     from chalicelib.config import Settings
-    from chalicelib.predict import Predictor
+    from chalicelib.predictor import Predictor
 
 _GZIP_MAGIC = b"\x1f\x8b"
 

@@ -63,7 +63,7 @@ from chalicelib.errors import (
     TurnoutError,
 )
 from chalicelib.observe import Observer, observe_batch_file
-from chalicelib.predict import Predictor
+from chalicelib.predictor import Predictor
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

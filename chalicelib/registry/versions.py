@@ -31,7 +31,6 @@ from chalicelib.errors import (
     ModelTooLargeError,
     VersionNotFoundError,
 )
-from chalicelib.models import inspect_model, sha256_hex
 from chalicelib.names import validate_model_name
 from chalicelib.registry.manifest import (
     Manifest,
@@ -39,6 +38,7 @@ from chalicelib.registry.manifest import (
     classifier_outputs,
     read_manifest,
 )
+from chalicelib.sessions import inspect_model, sha256_hex
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

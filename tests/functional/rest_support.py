@@ -13,7 +13,8 @@ import pytest
 from chalice.test import Client, HTTPResponse
 
 from app import app
-from chalicelib import models, wiring
+from chalicelib import sessions as models
+from chalicelib import wiring
 from chalicelib.registry import versions as registry_module
 from tests.conftest import ROOT
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from chalicelib.errors import ModelIntegrityError
-from chalicelib.models import ModelCache, sha256_hex
 from chalicelib.registry.manifest import Manifest, TensorSpec
 from chalicelib.registry.versions import Registry
+from chalicelib.sessions import ModelCache, sha256_hex
 from tests.conftest import MODEL_BUCKET, artifact_files, model_bytes
 
 if TYPE_CHECKING:

@@ -29,9 +29,9 @@ from chalicelib import wiring
 from chalicelib.batch import job, keys, record
 from chalicelib.clock import iso_timestamp, utc_now
 from chalicelib.config import Settings
-from chalicelib.models import open_session
-from chalicelib.predict import Predictor
+from chalicelib.predictor import Predictor
 from chalicelib.registry.versions import Registry
+from chalicelib.sessions import open_session
 from chalicelib.traffic import choose_version
 from tests.conftest import BATCH_BUCKET, MODELS, ROOT
 from tests.emf_spec import emf_lines

@@ -29,7 +29,7 @@ from app import app
 from chalicelib import wiring
 from chalicelib.batch import job, record
 from chalicelib.batch import shards as shard_rules
-from chalicelib.predict import Predictor
+from chalicelib.predictor import Predictor
 from chalicelib.registry.versions import Registry
 from tests.conftest import BATCH_BUCKET, ROOT
 from tests.functional.rest_support import remember_inspections

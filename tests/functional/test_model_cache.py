@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.models import ArtifactFiles, ModelCache
 from chalicelib.registry.manifest import Manifest
 from chalicelib.registry.versions import Registry
+from chalicelib.sessions import ArtifactFiles, ModelCache
 from tests.conftest import artifact_files
 
 

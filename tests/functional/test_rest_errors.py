@@ -12,7 +12,7 @@ import pytest
 from chalice.test import Client, HTTPResponse
 
 from chalicelib.config import MIB
-from chalicelib.predict import Predictor
+from chalicelib.predictor import Predictor
 from tests.functional.rest_support import (
     IRIS_ROWS,
     post_json,

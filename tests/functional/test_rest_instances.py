@@ -9,7 +9,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib.aliases.store import AliasStore
-from chalicelib.models import open_session
+from chalicelib.sessions import open_session
 from tests.conftest import MODELS
 from tests.functional.rest_support import (
     IRIS_ROWS,

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from chalice.test import Client
 
-from chalicelib import predict as predict_module
+from chalicelib import predictor as predict_module
 from chalicelib import wiring
 from chalicelib.aliases.store import AliasStore
-from chalicelib.models import open_session
+from chalicelib.sessions import open_session
 from tests.conftest import MODELS
 from tests.functional.rest_support import (
     IRIS_ROWS,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from chalicelib.errors import InvalidInputError
-from chalicelib.predict import agreement, check_inputs
+from chalicelib.predictor import agreement, check_inputs
 from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
 
 IRIS = Signature(

@@ -62,7 +62,7 @@ class FailingPlane:
     def metadata(self, name: str, **_: Any) -> Any:
         raise self.error
 
-    def predict(self, name: str, document: Any, **options: Any) -> Any:
+    def infer(self, name: str, document: Any, **options: Any) -> Any:
         observation: Observation = options["observation"]
         observation.version = 2
         raise self.error

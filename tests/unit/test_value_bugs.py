@@ -9,7 +9,9 @@ import pytest
 
 from chalicelib import tabular
 from chalicelib.errors import InvalidInputError
-from chalicelib.payloads import decode_instances, parse_json, read_infer_request
+from chalicelib.protocols.common import parse_json
+from chalicelib.protocols.instances import decode_instances
+from chalicelib.protocols.v2 import read_infer_request
 from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
 from chalicelib.tabular import CsvTable, JsonLinesTable
 

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from chalicelib.errors import InvalidModelError
-from chalicelib.models import ModelHeader, read_model_header
 from chalicelib.registry.manifest import (
     ClassifierOutputs,
     Manifest,
@@ -15,6 +14,7 @@ from chalicelib.registry.manifest import (
     TensorSpec,
     classifier_outputs,
 )
+from chalicelib.sessions import ModelHeader, read_model_header
 from tests.conftest import model_bytes
 
 # The demo models' signatures, as the registry reads them (see tests/functional).

@@ -1,31 +1,17 @@
-"""JSON <-> numpy for the REST protocols, checked against a version's manifest (pure).
+"""The Open Inference Protocol (KServe V2): requests read, decoded against a
+version's signature, and answers encoded (pure).
 
-Two request formats: the Open Inference Protocol (KServe V2) with its binary
-tensor data extension, and ``{"instances": [...]}`` rows for people with curl.
-Requests are decoded against the signature of the version that answers, and
-every refusal is an InvalidInputError naming the field and what was expected,
-before onnxruntime sees anything.
-
-What each datatype accepts is :mod:`chalicelib.values`' rules, the ones batch
-files follow too. Where the protocol leaves a choice:
-
-- JSON has no NaN or Infinity. The tokens ``NaN``, ``Infinity`` and ``-Infinity``
-  (what Python's and numpy's JSON writers emit) are read, then refused unless the
-  model takes them (see :mod:`chalicelib.values`). Non-finite outputs are written
-  as ``null``, so answers are always strict JSON.
-- Every request costs time linear in its size: JSON nesting, integer literals
-  and the number of inputs are bounded before any per-value work.
-- Binary tensor data extension: any input may come as binary data (little-endian,
-  row-major, BOOL one byte, BYTES a 4-byte little-endian length before each
-  element), after a JSON header of ``Inference-Header-Content-Length`` bytes.
-  Answers are always JSON, which every client of the protocol reads (API Gateway
-  would otherwise need an Accept header to return binary bodies).
+Binary tensor data extension: any input may come as binary data (little-endian,
+row-major, BOOL one byte, BYTES a 4-byte little-endian length before each
+element), after a JSON header of ``Inference-Header-Content-Length`` bytes.
+Answers are always JSON, which every client of the protocol reads (API Gateway
+would otherwise need an Accept header to return binary bodies). What JSON
+values are read and written: :mod:`chalicelib.protocols.common`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 import struct
@@ -37,14 +23,9 @@ import numpy as np
 
 from chalicelib.datatypes import FLOAT_TYPES, V2_TO_NUMPY, numpy_to_v2
 from chalicelib.errors import InvalidInputError, TooManyRowsError
-from chalicelib.registry.manifest import (
-    Manifest,
-    Signature,
-    TensorSpec,
-    classifier_outputs,
-)
+from chalicelib.protocols.common import json_values, parse_json, spec_names
+from chalicelib.registry.manifest import Manifest, TensorSpec
 from chalicelib.values import (
-    LONG_NUMBER,
     MAX_NESTING,
     CheckedInputs,
     ValueRefused,
@@ -87,30 +68,6 @@ class InferRequest:
 
 
 # -- reading requests ------------------------------------------------------------------
-
-
-def parse_json(body: bytes, trailing_hint: str = "") -> Any:
-    """The JSON document in ``body``; InvalidInputError naming the problem if it
-    is not JSON, with ``trailing_hint`` when something follows the JSON or the
-    body is not text (binary data, say). NaN and Infinity tokens are read (see
-    the module docstring)."""
-    if not body or body.isspace():
-        raise InvalidInputError("body", "empty; send a JSON object")
-    try:
-        return json.loads(body)
-    except json.JSONDecodeError as error:
-        problem = (
-            f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        )
-        if error.msg == "Extra data":
-            problem += trailing_hint
-    except UnicodeDecodeError:
-        problem = "not UTF-8 text" + trailing_hint
-    except RecursionError:
-        problem = "malformed JSON: nested too deeply"
-    except ValueError:
-        problem = LONG_NUMBER  # the only other refusal
-    raise InvalidInputError("body", problem)
 
 
 def read_infer_request(body: bytes, header_length: str | None) -> InferRequest:
@@ -281,7 +238,7 @@ def decode_inputs(
         raise InvalidInputError(
             "inputs",
             f"{_count(len(request.inputs), 'input')}, the model takes "
-            f"{len(signature.inputs)} ({_names(signature.inputs)})",
+            f"{len(signature.inputs)} ({spec_names(signature.inputs)})",
         )
     allow_non_finite = accepts_non_finite(manifest)
     arrays = CheckedInputs()
@@ -292,7 +249,7 @@ def decode_inputs(
             raise InvalidInputError(
                 f"{field}.name",
                 f"unknown input {tensor.name!r}; the model takes "
-                f"{_names(signature.inputs)}",
+                f"{spec_names(signature.inputs)}",
             )
         if tensor.datatype != spec.datatype:
             raise InvalidInputError(
@@ -311,23 +268,21 @@ def decode_inputs(
     if missing:
         raise InvalidInputError(
             "inputs",
-            f"missing input {missing[0]!r}; the model takes {_names(signature.inputs)}",
+            f"missing input {missing[0]!r}; the model takes "
+            f"{spec_names(signature.inputs)}",
         )
     for index, name in enumerate(request.outputs or ()):
         if signature.output(name) is None:
             raise InvalidInputError(
                 f"outputs[{index}].name",
-                f"unknown output {name!r}; the model has {_names(signature.outputs)}",
+                f"unknown output {name!r}; the model has "
+                f"{spec_names(signature.outputs)}",
             )
     return arrays
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
-def _names(specs: tuple[TensorSpec, ...]) -> str:
-    return ", ".join(spec.name for spec in specs)
 
 
 def _check_shape(shape: tuple[int, ...], spec: TensorSpec, field: str) -> None:
@@ -436,171 +391,7 @@ def _read_strings(data: bytes, count: int, field: str) -> list[str]:
     return items
 
 
-# -- instances -------------------------------------------------------------------------
-
-
-def decode_instances(
-    document: Any, manifest: Manifest, *, max_rows: int
-) -> CheckedInputs:
-    """``{"instances": [...]}`` as arrays that fit ``manifest``'s signature: each
-    instance a row (a list for a single-input model) or an object keyed by input
-    name. TooManyRowsError over ``max_rows`` rows."""
-    if not isinstance(document, dict) or "instances" not in document:
-        raise InvalidInputError("body", 'expected a JSON object {"instances": [...]}')
-    instances = document["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise InvalidInputError("instances", "expected a non-empty list of rows")
-    if len(instances) > max_rows:
-        raise TooManyRowsError("instances", len(instances), max_rows)
-    signature = manifest.signature
-    allow_non_finite = accepts_non_finite(manifest)
-    if isinstance(instances[0], dict):
-        _check_keyed_rows(instances, signature)
-        return CheckedInputs(
-            (
-                spec.name,
-                _rows_to_array(
-                    [row[spec.name] for row in instances],
-                    spec,
-                    allow_non_finite,
-                    f".{spec.name}",
-                ),
-            )
-            for spec in signature.inputs
-        )
-    if len(signature.inputs) != 1:
-        raise InvalidInputError(
-            "instances[0]",
-            f"a list, but the model takes several inputs ({_names(signature.inputs)}):"
-            " send each row as an object keyed by input name",
-        )
-    spec = signature.inputs[0]
-    return CheckedInputs(
-        {spec.name: _rows_to_array(instances, spec, allow_non_finite, "")}
-    )
-
-
-def _check_keyed_rows(instances: list[Any], signature: Signature) -> None:
-    names = {spec.name for spec in signature.inputs}
-    for index, row in enumerate(instances):
-        field = f"instances[{index}]"
-        if not isinstance(row, dict):
-            raise InvalidInputError(
-                field, "expected an object keyed by input name, like instances[0]"
-            )
-        unknown = sorted(set(row) - names)
-        if unknown:
-            raise InvalidInputError(
-                field,
-                f"unknown input {unknown[0]!r}; the model takes "
-                f"{_names(signature.inputs)}",
-            )
-        missing = [spec.name for spec in signature.inputs if spec.name not in row]
-        if missing:
-            raise InvalidInputError(field, f"missing input {missing[0]!r}")
-
-
-def _rows_to_array(
-    rows: list[Any], spec: TensorSpec, allow_non_finite: bool, suffix: str
-) -> np.ndarray:
-    """One input's rows stacked into a batch of ``spec``'s shape; errors name the
-    row as ``instances[i]`` followed by ``suffix`` (``.input_name`` or nothing)."""
-    try:
-        array = to_array(rows, spec.datatype, allow_non_finite)
-    except ValueRefused as error:
-        if error.position is None:
-            raise _row_shape_error(rows, spec, suffix) from None
-        raise InvalidInputError(
-            f"instances[{error.position[0]}]{suffix}", str(error)
-        ) from None
-    if array.ndim != len(spec.shape) or any(
-        want >= 0 and got != want
-        for got, want in zip(array.shape[1:], spec.shape[1:], strict=True)
-    ):
-        raise _row_shape_error(rows, spec, suffix)
-    return array
-
-
-def _row_shape_error(
-    rows: list[Any], spec: TensorSpec, suffix: str
-) -> InvalidInputError:
-    """The first row whose shape does not fit ``spec`` (without its batch axis)."""
-    expected = spec.shape[1:]
-    first = _nested_shape(rows[0])
-    for index, row in enumerate(rows):
-        field = f"instances[{index}]{suffix}"
-        shape = _nested_shape(row)
-        if shape is None:
-            return InvalidInputError(field, "nested lists of different lengths")
-        if len(shape) > MAX_NESTING:
-            return InvalidInputError(
-                field,
-                f"nested more than {MAX_NESTING} lists deep, model expects rows of "
-                f"shape {list(expected)}",
-            )
-        fits = len(shape) == len(expected) and all(
-            want < 0 or got == want for got, want in zip(shape, expected, strict=True)
-        )
-        if not fits:
-            return InvalidInputError(field, _shape_problem(shape, expected))
-        if shape != first:
-            return InvalidInputError(
-                field, f"shape {list(shape)}, row 0 has {list(first or ())}"
-            )
-    return InvalidInputError(
-        f"instances{suffix}",
-        f"rows do not stack into the model's shape {list(spec.shape)}",
-    )
-
-
-def _shape_problem(shape: tuple[int, ...], expected: tuple[int, ...]) -> str:
-    if len(expected) == 1 and expected[0] >= 0:
-        if len(shape) == 1:
-            return f"{shape[0]} features, model expects {expected[0]}"
-        if not shape:
-            return f"a single value, model expects a row of {expected[0]} features"
-    if not expected:
-        return f"shape {list(shape)}, model expects a single value per row"
-    return f"shape {list(shape)}, model expects {list(expected)}"
-
-
-def _nested_shape(value: Any) -> tuple[int, ...] | None:
-    """The shape of nested lists, () for a scalar, None when they are ragged; it
-    stops one level past MAX_NESTING. Level by level: time linear in the values,
-    no recursion however deep the nesting."""
-    shape: list[int] = []
-    level = [value]
-    while len(shape) <= MAX_NESTING:
-        lists = sum(isinstance(item, list) for item in level)
-        if not lists:
-            break
-        lengths = {len(item) for item in level} if lists == len(level) else set()
-        if len(lengths) != 1:
-            return None
-        shape.append(lengths.pop())
-        level = [inner for item in level for inner in item]
-    return tuple(shape)
-
-
 # -- encoding answers ------------------------------------------------------------------
-
-
-def json_values(array: np.ndarray) -> Any:
-    """An array as nested lists of JSON values: non-finite floats become null and
-    bytes become text."""
-    if array.dtype.kind == "f":
-        finite = np.isfinite(array)
-        if not finite.all():
-            values = array.astype(object)
-            values[~finite] = None
-            return values.tolist()
-    elif array.dtype.kind in "OS":
-        return np.frompyfunc(_text, 1, 1)(array).tolist()
-    return array.tolist()
-
-
-def _text(value: Any) -> Any:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def encode_infer_response(
@@ -629,48 +420,31 @@ def encode_infer_response(
     return body
 
 
-def encode_predictions(
-    manifest: Manifest, outputs: Mapping[str, np.ndarray]
-) -> list[Any]:
-    """One prediction per row.
+class V2Codec:
+    """The Open Inference Protocol's decoder and encoder (a Codec of
+    InferRequest)."""
 
-    A classifier's is ``{"label": ..., "probabilities": ...}``: the label is the
-    class name when the manifest has labels (probabilities then keyed by class
-    name), else the model's label (probabilities then a list in class order). A
-    single-output model gives its value per row (a number when the row holds one);
-    any other model an object of its outputs per row.
-    """
-    classifier = classifier_outputs(manifest.signature)
-    if classifier is not None and classifier.probabilities.name in outputs:
-        probabilities = outputs[classifier.probabilities.name]
-        if classifier.label is not None and classifier.label.name in outputs:
-            labels = json_values(outputs[classifier.label.name].ravel())
-        else:
-            labels = np.argmax(probabilities, axis=1).tolist()
-        names = manifest.labels
-        if names is not None:
-            labels = [
-                names[label]
-                if isinstance(label, int) and 0 <= label < len(names)
-                else label
-                for label in labels
-            ]
-        rows = json_values(probabilities)
-        if names is not None and probabilities.shape[1] == len(names):
-            rows = [dict(zip(names, row, strict=True)) for row in rows]
-        return [
-            {"label": label, "probabilities": row}
-            for label, row in zip(labels, rows, strict=True)
-        ]
-    if len(outputs) == 1:
-        (array,) = outputs.values()
-        if array.ndim == 2 and array.shape[1] == 1:
-            array = array[:, 0]
-        values: list[Any] = json_values(array)
-        return values
-    columns = {name: json_values(array) for name, array in outputs.items()}
-    rows_count = len(next(iter(columns.values())))
-    return [
-        {name: column[row] for name, column in columns.items()}
-        for row in range(rows_count)
-    ]
+    def decode(
+        self, request: InferRequest, manifest: Manifest, *, max_rows: int
+    ) -> CheckedInputs:
+        return decode_inputs(request, manifest, max_rows=max_rows)
+
+    def outputs(self, request: InferRequest) -> tuple[str, ...] | None:
+        return request.outputs
+
+    def encode(
+        self,
+        request: InferRequest,
+        outputs: Mapping[str, np.ndarray],
+        manifest: Manifest,
+        alias: str | None,
+    ) -> dict[str, Any]:
+        return encode_infer_response(
+            outputs,
+            model_name=manifest.name,
+            model_version=manifest.version,
+            request_id=request.id,
+        )
+
+
+CODEC = V2Codec()

@@ -25,11 +25,11 @@ from chalicelib.errors import (
     ModelExecutionError,
     ModelNotFoundError,
 )
-from chalicelib.models import ModelCache
 from chalicelib.names import validate_model_name
 from chalicelib.registry.cache import ManifestCache
 from chalicelib.registry.manifest import Manifest, Signature, classifier_outputs
 from chalicelib.registry.versions import Registry
+from chalicelib.sessions import ModelCache
 from chalicelib.traffic import choose_version, sampled
 from chalicelib.values import CheckedInputs
 
