@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from chalice.test import Client
 
 from chalicelib.aliases import AliasStore, Capture
-from chalicelib.batch import shards as shard_rules
+from chalicelib.batch.fanout import plan as shard_rules
 from chalicelib.registry import Registry
 from tests.deploy.conftest import AppAs
 from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy
