@@ -77,8 +77,9 @@ def process_shard(body: str, runtime: BatchRuntime, *, attempt: int) -> dict[str
     The runtime's observers get the file's Observation when this shard ends it.
 
     Returns what happened (``action``: abandoned, shard_done, assembled or
-    failed). A shard the file explains fails the job at once; any other error is
-    raised for SQS to deliver the message again, and on the last attempt
+    failed, and the job record under ``manifest`` when this shard ended the job).
+    A shard the file explains fails the job at once; any other error is raised
+    for SQS to deliver the message again, and on the last attempt
     (``batch_shard_attempts``) it first fails the job naming the shard's range.
     """
     try:
