@@ -58,6 +58,7 @@ from chalicelib.batch.s3io import (
     read_range,
     write_condition,
 )
+from chalicelib.clock import iso_timestamp
 from chalicelib.documents import is_missing, is_precondition_failure
 from chalicelib.errors import (
     BatchFileError,
@@ -70,7 +71,6 @@ from chalicelib.errors import (
 )
 from chalicelib.observe import observe_batch_file
 from chalicelib.predict import Target
-from chalicelib.registry import iso_timestamp
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

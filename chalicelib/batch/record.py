@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from chalicelib.clock import iso_timestamp
 from chalicelib.documents import JsonDocuments
 from chalicelib.errors import DocumentConflictError
-from chalicelib.registry import iso_timestamp
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from chalicelib.registry import utc_now
+from chalicelib.clock import utc_now
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -16,9 +16,9 @@ from chalicelib import tabular
 from chalicelib.batch.keys import BatchKey, ShardDone
 from chalicelib.batch.pipeline import Header
 from chalicelib.batch.record import Progress, RowCounts
+from chalicelib.clock import iso_timestamp
 from chalicelib.config import Settings
 from chalicelib.errors import BatchFileError
-from chalicelib.registry import iso_timestamp
 from chalicelib.tabular import Rejection
 
 # S3 multipart rules: every part but the last is at least 5 MiB, none over 5 GiB,

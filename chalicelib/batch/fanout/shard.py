@@ -54,6 +54,7 @@ from chalicelib.batch.s3io import (
     read_range,
     write_condition,
 )
+from chalicelib.clock import iso_timestamp
 from chalicelib.documents import JsonDocuments, is_precondition_failure
 from chalicelib.errors import (
     BatchStartedTooLateError,
@@ -63,7 +64,6 @@ from chalicelib.errors import (
     TurnoutError,
 )
 from chalicelib.observe import observe_batch_file
-from chalicelib.registry import iso_timestamp
 
 logger = logging.getLogger("turnout.batch")
 
