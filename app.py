@@ -137,37 +137,28 @@ def handle_batch_upload(event: S3Event) -> object:
     from chalicelib.batch import job
 
     context: Any = event.context  # Lambda's context object (Chalice types it dict)
-    wired = wiring.container()
-    return job.process_upload(
-        event.bucket,
-        event.key,
-        s3=wired.batch_s3,
-        predictor=wired.predictor,
-        settings=wired.settings,
-        seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
-        observers=wired.observers,
-        shards=wired.shard_queue,
+    runtime = wiring.container().batch_runtime(
+        lambda: context.get_remaining_time_in_millis() / 1000.0
     )
+    return job.process_upload(event.bucket, event.key, runtime)
 
 
 @app.on_sqs_message(queue=SHARD_QUEUE, batch_size=1)
 def handle_batch_shard(event: SQSEvent) -> list[dict[str, Any]]:
-    """Predict one shard of a fanned-out file (see chalicelib.batch.shard); an
+    """Predict one shard of a fanned-out file (see chalicelib.batch.fanout); an
     error makes SQS deliver the message again, up to the queue's maxReceiveCount,
     then to its dead-letter queue."""
-    from chalicelib.batch import shard
+    from chalicelib.batch.fanout import shard
 
     context: Any = event.context
-    wired = wiring.container()
+    runtime = wiring.container().batch_runtime(
+        lambda: context.get_remaining_time_in_millis() / 1000.0
+    )
     return [
         shard.process_shard(
             record.body,
+            runtime,
             attempt=int(record.to_dict()["attributes"]["ApproximateReceiveCount"]),
-            s3=wired.batch_s3,
-            predictor=wired.predictor,
-            settings=wired.settings,
-            seconds_left=lambda: context.get_remaining_time_in_millis() / 1000.0,
-            observers=wired.observers,
         )
         for record in event
     ]

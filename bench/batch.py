@@ -170,6 +170,7 @@ def measure(case: str, rows: int, key: str) -> dict[str, float]:
 
     from chalicelib import wiring
     from chalicelib.batch import job
+    from chalicelib.batch.runtime import BatchRuntime
 
     s3 = boto3.client("s3")
     if case == "turnout":
@@ -181,10 +182,12 @@ def measure(case: str, rows: int, key: str) -> dict[str, float]:
         result = job.process_upload(
             BATCH_BUCKET,
             key,
-            s3=wiring.container().batch_s3,
-            predictor=predictor,
-            settings=wiring.settings(),
-            seconds_left=lambda: LAMBDA_SECONDS,
+            BatchRuntime(
+                s3=wiring.container().batch_s3,
+                predictor=predictor,
+                settings=wiring.settings(),
+                seconds_left=lambda: LAMBDA_SECONDS,
+            ),
         )
         seconds = time.perf_counter() - started
         assert result is not None

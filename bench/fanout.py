@@ -60,7 +60,9 @@ def child_main(arguments: argparse.Namespace) -> None:
         configure_turnout(cache_dir)
         os.environ["TURNOUT_BATCH_SHARD_BYTES"] = str(arguments.shard_bytes)
         from chalicelib import wiring
-        from chalicelib.batch import job, shard
+        from chalicelib.batch import job
+        from chalicelib.batch.fanout import shard
+        from chalicelib.batch.runtime import BatchRuntime
 
         wired = wiring.container()
         predictor = wired.predictor
@@ -70,11 +72,15 @@ def child_main(arguments: argparse.Namespace) -> None:
             result = job.process_upload(
                 BATCH_BUCKET,
                 arguments.key,
-                s3=wired.batch_s3,
-                predictor=predictor,
-                settings=wired.settings,
-                seconds_left=lambda: LAMBDA_SECONDS,
-                shards=wired.shard_queue if arguments.child == "split" else None,
+                BatchRuntime(
+                    s3=wired.batch_s3,
+                    predictor=predictor,
+                    settings=wired.settings,
+                    seconds_left=lambda: LAMBDA_SECONDS,
+                    shard_queue=(
+                        wired.shard_queue if arguments.child == "split" else None
+                    ),
+                ),
             )
             assert result is not None
             print(
@@ -93,11 +99,13 @@ def child_main(arguments: argparse.Namespace) -> None:
                 started = time.perf_counter()
                 result = shard.process_shard(
                     message["Body"],
+                    BatchRuntime(
+                        s3=wired.batch_s3,
+                        predictor=predictor,
+                        settings=wired.settings,
+                        seconds_left=lambda: LAMBDA_SECONDS,
+                    ),
                     attempt=1,
-                    s3=wired.batch_s3,
-                    predictor=predictor,
-                    settings=wired.settings,
-                    seconds_left=lambda: LAMBDA_SECONDS,
                 )
                 seconds = time.perf_counter() - started
                 sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-    from chalicelib.batch.fanout import ShardQueue
+    from chalicelib.batch.fanout.messages import ShardQueue
+    from chalicelib.batch.runtime import BatchRuntime
     from chalicelib.capture import DataCapture
     from chalicelib.dataplane import DataPlane
     from chalicelib.rest import RestApi
@@ -132,10 +133,24 @@ class Container:
     def shard_queue(self) -> ShardQueue | None:
         """Where the batch function sends a fanned-out file's shards (None when
         the stage names no queue: every file runs in one invocation)."""
-        from chalicelib.batch.fanout import SqsShardQueue
+        from chalicelib.batch.fanout.messages import SqsShardQueue
 
         name = self.settings.batch_shard_queue
         return SqsShardQueue(lambda: self.sqs, name) if name else None
+
+    def batch_runtime(self, seconds_left: Callable[[], float]) -> BatchRuntime:
+        """What a batch invocation (a file or one shard) works with; it may run
+        for ``seconds_left()`` more seconds."""
+        from chalicelib.batch.runtime import BatchRuntime
+
+        return BatchRuntime(
+            s3=self.batch_s3,
+            predictor=self.predictor,
+            settings=self.settings,
+            seconds_left=seconds_left,
+            observers=self.observers,
+            shard_queue=self.shard_queue,
+        )
 
     @functools.cached_property
     def registry(self) -> Registry:

@@ -1,7 +1,7 @@
 """The batch job: stream a file uploaded under ``incoming/`` through the model and
-write its predictions, manifest and error report under ``outgoing/``.
+write its predictions, job record and error report under ``outgoing/``.
 
-The job's manifest is its lease (``record``). The file is streamed (``s3io``): a
+The job record is the job's lease (``record``). The file is streamed (``s3io``): a
 reader thread fetches and decompresses blocks, the caller's thread parses,
 predicts and formats chunks of rows (``pipeline``), and an uploader thread sends
 output parts as they fill. ``.out`` becomes visible only when its multipart upload
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,13 +23,8 @@ from botocore.exceptions import ClientError
 
 from chalicelib import tabular
 from chalicelib.batch.deadline import Deadline
-from chalicelib.batch.fanout import (
-    ShardQueue,
-    delete_parts,
-    plan_shards,
-    shard_tasks,
-    wants_fan_out,
-)
+from chalicelib.batch.fanout.messages import ShardQueue, shard_tasks
+from chalicelib.batch.fanout.plan import Shard, plan_shards, wants_fan_out
 from chalicelib.batch.keys import (
     CONTENT_TYPES,
     BatchKey,
@@ -43,8 +37,8 @@ from chalicelib.batch.keys import (
 from chalicelib.batch.pipeline import Pipeline
 from chalicelib.batch.record import (
     FAILED,
-    MANIFEST_FORMAT,
     PARTIAL,
+    RECORD_FORMAT,
     RUNNING,
     SUCCEEDED,
     Claim,
@@ -56,10 +50,15 @@ from chalicelib.batch.record import (
     job_state,
     skip_reason,
 )
-from chalicelib.batch.s3io import SourceStream, StreamingUpload, write_condition
-from chalicelib.batch.shards import Shard
-from chalicelib.clock import iso_timestamp, utc_now
-from chalicelib.config import Settings
+from chalicelib.batch.runtime import BatchRuntime
+from chalicelib.batch.s3io import (
+    SourceStream,
+    StreamingUpload,
+    delete_prefix,
+    read_range,
+    write_condition,
+)
+from chalicelib.clock import iso_timestamp
 from chalicelib.documents import is_missing, is_precondition_failure
 from chalicelib.errors import (
     BatchFileError,
@@ -70,8 +69,8 @@ from chalicelib.errors import (
     SourceChangedError,
     TurnoutError,
 )
-from chalicelib.observe import Observer, observe_batch_file
-from chalicelib.predictor import Predictor, Target
+from chalicelib.observe import observe_batch_file
+from chalicelib.predictor import Target
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -145,70 +144,45 @@ class Source:
 
 
 def process_upload(
-    bucket: str,
-    key: str,
-    *,
-    s3: S3Client,
-    predictor: Predictor,
-    settings: Settings,
-    seconds_left: Callable[[], float],
-    clock: Callable[[], datetime] = utc_now,
-    shards: ShardQueue | None = None,
-    observers: Observer | None = None,
+    bucket: str, key: str, runtime: BatchRuntime
 ) -> dict[str, Any] | None:
     """Process the file uploaded at ``key`` (already URL-decoded), once per ETag.
 
-    ``seconds_left`` says how long the function may still run. A file larger than
-    ``batch_shard_bytes`` is fanned out: its shards go to ``shards`` and the shard
-    function predicts them (``chalicelib.batch.shard``). Returns what happened
-    (``action`` processed, fanned_out, skipped or lost, and the manifest); None when
-    ``key`` is not a batch input or no longer exists. Errors that the file or the
-    registry explain end in a failed manifest; other errors are recorded as a
-    retryable failure and raised again, so that Lambda retries the event.
-    ``observers`` get each file processed here as one Observation (metrics); a
-    fanned-out file is observed by the shard that assembles it.
+    ``runtime.seconds_left`` says how long the function may still run. A file
+    larger than ``batch_shard_bytes`` is fanned out: its shards go to
+    ``runtime.shard_queue`` and the shard function predicts them
+    (``chalicelib.batch.fanout.shard``). Returns what happened (``action``
+    processed, fanned_out, skipped or lost, and the job record under
+    ``manifest``, the key the handler's callers read); None when ``key`` is not a
+    batch input or no longer exists. Errors that the file or the registry explain
+    end in a failed job record; other errors are recorded as a retryable failure
+    and raised again, so that Lambda retries the event. ``runtime.observers`` get
+    each file processed here as one Observation (metrics); a fanned-out file is
+    observed by the shard that assembles it.
     """
     if not is_batch_input(key):
         logger.info(json.dumps({"event": "batch_ignored", "key": key}))
         return None
     try:
-        head = s3.head_object(Bucket=bucket, Key=key)
+        head = runtime.s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
         if is_missing(error):
             logger.info(json.dumps({"event": "batch_gone", "key": key}))
             return None
         raise
     source = Source(bucket, key, head["ETag"], head["ContentLength"])
-    job = BatchJob(
-        source,
-        s3=s3,
-        predictor=predictor,
-        settings=settings,
-        seconds_left=seconds_left,
-        clock=clock,
-        shards=shards,
-    )
-    return observe_batch_file(observers, job.run())
+    return observe_batch_file(runtime.observers, BatchJob(source, runtime).run())
 
 
 class BatchJob:
     """One input file's job: claim, stream through the model, commit or fail."""
 
-    def __init__(
-        self,
-        source: Source,
-        *,
-        s3: S3Client,
-        predictor: Predictor,
-        settings: Settings,
-        seconds_left: Callable[[], float],
-        clock: Callable[[], datetime],
-        shards: ShardQueue | None = None,
-    ) -> None:
+    def __init__(self, source: Source, runtime: BatchRuntime) -> None:
+        s3, settings, clock = runtime.s3, runtime.settings, runtime.clock
         self.source = source
-        self.shards = shards
+        self.shards = runtime.shard_queue
         self.s3 = s3
-        self.predictor = predictor
+        self.predictor = runtime.predictor
         self.settings = settings
         self.clock = clock
         self.run_id = uuid.uuid4().hex
@@ -218,7 +192,7 @@ class BatchJob:
         self.ledger = Ledger(s3, source.bucket, base + ".manifest.json")
         self.counts = Counts()
         self.started_at = clock()
-        self.deadline = Deadline(seconds_left, settings)
+        self.deadline = Deadline(runtime.seconds_left, settings)
         self.batch_key: BatchKey | None = None
         self.target: Target | None = None
         self.out: StreamingUpload | None = None
@@ -238,7 +212,7 @@ class BatchJob:
         if reason is not None:
             return self._skipped(reason, existing)
         expires = self.started_at + timedelta(seconds=self.deadline.seconds_at_start)
-        claim = self._document(RUNNING)
+        claim = self._record(RUNNING)
         self._claim = {"run_id": self.run_id, "expires_at": iso_timestamp(expires)}
         claim["claim"] = self._claim
         try:
@@ -287,15 +261,8 @@ class BatchJob:
         if self.shards is not None and wants_fan_out(
             self.source.size, batch_key, self.settings
         ):
-            source = self.source
             shards, data_start = plan_shards(
-                self.s3,
-                source.bucket,
-                source.key,
-                source.etag,
-                source.size,
-                batch_key,
-                self.settings,
+                self._read, self.source.size, batch_key, self.settings
             )
             if len(shards) > 1:
                 self._fan_out(self.shards, shards, data_start)
@@ -349,16 +316,23 @@ class BatchJob:
             "columns": pipeline.columns(),
         }
 
+    def _read(self, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` of the input, while it is still this upload."""
+        source = self.source
+        return read_range(
+            self.s3, source.bucket, source.key, start, end, etag=source.etag
+        )
+
     def _fan_out(self, queue: ShardQueue, shards: list[Shard], data_start: int) -> None:
-        """Hand the file's shards to the shard function: the running manifest with
-        the run's plan first (shards find it), then one message per shard."""
+        """Hand the file's shards to the shard function: the running job record
+        with the run's plan first (shards find it), then one message per shard."""
         source, target = self.source, self.target
         assert target is not None
         run = RunKeys.of(source.key, self.run_id)
-        delete_parts(self.s3, source.bucket, parts_prefix(source.key), keep=run.prefix)
+        delete_prefix(self.s3, source.bucket, parts_prefix(source.key), keep=run.prefix)
         now = self.clock()
         lease = self.deadline.seconds_at_start * self.settings.batch_shard_attempts
-        document = self._document(RUNNING)
+        document = self._record(RUNNING)
         document["claim"] = {
             "run_id": self.run_id,
             "expires_at": iso_timestamp(now + timedelta(seconds=lease)),
@@ -385,14 +359,14 @@ class BatchJob:
         self.fanned_out = document
 
     def report_progress(self) -> None:
-        """Write the running manifest with the bytes and rows done, at most every
+        """Write the running job record with the bytes and rows done, at most every
         ``batch_progress_seconds`` (ClaimLostError when another job holds it)."""
         now = self.clock()
         every = timedelta(seconds=self.settings.batch_progress_seconds)
         if now - self._progress_at < every:
             return
         self._progress_at = now
-        document = self._document(RUNNING)
+        document = self._record(RUNNING)
         document["claim"] = self._claim
         document["progress"] = {
             "shards_done": 0,
@@ -446,7 +420,7 @@ class BatchJob:
         return write_condition(self.s3, self.source.bucket, key)
 
     def _holds_claim(self) -> bool:
-        """Whether this job's manifest is still the last one written (True when S3
+        """Whether this job's record is still the last one written (True when S3
         cannot say: the error is then reported as this job's own)."""
         try:
             self.ledger.check_held()
@@ -460,7 +434,7 @@ class BatchJob:
 
     def _finish(self) -> dict[str, Any]:
         status = PARTIAL if self.counts.rejected else SUCCEEDED
-        document = self._document(status)
+        document = self._record(status)
         try:
             if self.errors_report is None:
                 self._delete(self.errors_key)  # a report from an earlier upload
@@ -472,7 +446,7 @@ class BatchJob:
 
     def _fail(self, error: str, *, retryable: bool) -> dict[str, Any]:
         self._discard()
-        document = self._document(FAILED)
+        document = self._record(FAILED)
         document["error"] = error
         document["retryable"] = retryable
         try:
@@ -492,7 +466,7 @@ class BatchJob:
 
     def _lost(self) -> dict[str, Any]:
         """End quietly: a newer upload's job (superseded) or another delivery of
-        this one (lost) holds the manifest now, and writes the outputs."""
+        this one (lost) holds the job record now, and writes the outputs."""
         holder = self.ledger.read()
         newer = (holder or {}).get("input", {}).get("etag")
         if newer is not None and newer != self.source.etag:
@@ -526,7 +500,8 @@ class BatchJob:
 
     # -- records ----------------------------------------------------------------
 
-    def _document(self, status: str) -> JobRecord:
+    def _record(self, status: str) -> JobRecord:
+        """The job record as this job would write it now, with ``status``."""
         batch_key = self.batch_key
         target = self.target
         alias: str | None
@@ -541,7 +516,7 @@ class BatchJob:
             alias, version = None, None
         finished = status != RUNNING
         document: JobRecord = {
-            "format": MANIFEST_FORMAT,
+            "format": RECORD_FORMAT,
             "status": status,
             "model": batch_key.model if batch_key else None,
             "alias": alias,

@@ -67,12 +67,13 @@ class Pipeline:
         self.counts = job.counts
         self.fmt = batch_key.fmt
         self.target = target
-        manifest = target.manifest
-        self.features = tabular.features_of(manifest)
-        fields = tabular.output_fields(manifest)
+        # The version's manifest (its signature), not the job record.
+        signed = target.manifest
+        self.features = tabular.features_of(signed)
+        fields = tabular.output_fields(signed)
         self.requested = list(dict.fromkeys(field.output for field in fields))
         self.open_widths = [
-            name for name in tabular.open_widths(manifest) if name in self.requested
+            name for name in tabular.open_widths(signed) if name in self.requested
         ]
         self.table: tabular.CsvTable | tabular.JsonLinesTable | None = None
         if self.fmt == tabular.JSONL:

@@ -1,15 +1,17 @@
-"""The job record: a job's manifest, which is both its record and its lease.
+"""The job record: one job's document ``outgoing/X.manifest.json``, which is both
+its record and its lease.
 
-A job first claims the manifest with a conditional write (``IfNoneMatch`` or
+A job first claims the record with a conditional write (``IfNoneMatch`` or
 ``IfMatch`` on what it read), and every later write is conditional on the job's
 previous one, so two deliveries of one event never both run and a job that lost
 its claim cannot overwrite the winner's record. The input's ETag, kept in the
-record, identifies the upload: the same ETag again is answered from the manifest,
+record, identifies the upload: the same ETag again is answered from the record,
 a new one is processed afresh.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -21,7 +23,8 @@ from chalicelib.errors import DocumentConflictError
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-MANIFEST_FORMAT = 1
+# The record's "format" field (the key keeps its historic name: users read it).
+RECORD_FORMAT = 1
 
 RUNNING, SUCCEEDED, PARTIAL, FAILED = "running", "succeeded", "partial", "failed"
 # Not a status a job writes: what a reader calls a running job whose claim expired.
@@ -53,7 +56,7 @@ class Progress(TypedDict):
 
 
 class JobRecord(TypedDict, total=False):
-    """The manifest ``outgoing/X.manifest.json``: the job's record and its lease.
+    """The job record ``outgoing/X.manifest.json``: the job's record and its lease.
     Every job has the first fields; ``claim`` and ``progress`` while it runs,
     ``error`` and ``retryable`` when it failed, ``shards`` when it fanned out."""
 
@@ -94,12 +97,17 @@ class Counts:
 
 
 class ClaimLostError(Exception):
-    """Another job took the manifest over: this one must stop without writing."""
+    """Another job took the record over: this one must stop without writing."""
+
+
+class RunEndedError(Exception):
+    """A fanned-out run's record is no longer its running one: a re-upload
+    superseded it, or it failed (another shard) or finished (another delivery)."""
 
 
 def skip_reason(existing: JobRecord | None, etag: str, now: datetime) -> str | None:
-    """Why a delivery for the object with ``etag`` must not run, given the manifest
-    found; None when it should (new object, stale claim, retryable failure)."""
+    """Why a delivery for the object with ``etag`` must not run, given the job
+    record found; None when it should (new object, stale claim, retryable failure)."""
     if existing is None or existing.get("input", {}).get("etag") != etag:
         return None
     status = job_state(existing, now)
@@ -119,7 +127,7 @@ def claim_expiry(document: JobRecord) -> str:
 
 
 def job_state(document: JobRecord, now: datetime) -> str:
-    """The manifest's status, or DEAD for a running job whose claim has expired:
+    """The record's status, or DEAD for a running job whose claim has expired:
     the function stopped (killed, out of memory) without writing its end."""
     status = document.get("status", "")
     if status == RUNNING and claim_expiry(document) <= iso_timestamp(now):
@@ -127,8 +135,24 @@ def job_state(document: JobRecord, now: datetime) -> str:
     return status
 
 
+def ended_record(document: JobRecord, status: str, now: datetime) -> JobRecord:
+    """A running fanned-out job's record, ended with ``status`` at ``now``."""
+    ended = document.copy()
+    ended.pop("claim", None)
+    ended["status"] = status
+    ended["finished_at"] = iso_timestamp(now)
+    ended["seconds"] = seconds_since(document["started_at"], now)
+    return ended
+
+
+def seconds_since(started_at: str, now: datetime) -> float:
+    """Seconds from an ISO timestamp of the record to ``now``."""
+    started = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+    return round((now - started).total_seconds(), 3)
+
+
 class Ledger:
-    """Reads and writes one job's manifest; each write is conditional on the last
+    """Reads and writes one job's record; each write is conditional on the last
     one this ledger saw, so a job that lost its claim cannot write."""
 
     def __init__(self, s3: S3Client, bucket: str, key: str) -> None:
@@ -137,7 +161,7 @@ class Ledger:
         self._etag: str | None = None
 
     def read(self) -> JobRecord | None:
-        """The manifest (None when there is none), remembered as the last seen."""
+        """The record (None when there is none), remembered as the last seen."""
         found = self.documents.read(self.key)
         if found is None:
             self._etag = None
@@ -154,7 +178,35 @@ class Ledger:
             raise ClaimLostError(self.key) from None
 
     def check_held(self) -> None:
-        """ClaimLostError unless the manifest is still the one this job wrote."""
+        """ClaimLostError unless the record is still the one this job wrote."""
         etag = self.documents.etag(self.key)
         if etag is None or etag != self._etag:
             raise ClaimLostError(self.key)
+
+    def read_while(self, holds: Callable[[JobRecord], bool]) -> JobRecord | None:
+        """The record if there is one and ``holds`` says it is still the reader's,
+        else None."""
+        document = self.read()
+        return document if document is not None and holds(document) else None
+
+    def update_while(
+        self,
+        holds: Callable[[JobRecord], bool],
+        change: Callable[[JobRecord], JobRecord | None],
+    ) -> JobRecord | None:
+        """Apply ``change`` to the record (None from it: leave it as it is), read
+        again and retried until the write wins, as long as ``holds`` says the
+        record is still the writer's. The record written (or left), or None when
+        it no longer holds."""
+        while True:
+            document = self.read_while(holds)
+            if document is None:
+                return None
+            changed = change(document)
+            if changed is None:
+                return document
+            try:
+                self.write(changed)
+            except ClaimLostError:
+                continue
+            return changed

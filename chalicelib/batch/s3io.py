@@ -1,7 +1,8 @@
-"""S3 streaming I/O for batch jobs: the input read in blocks (whole or a byte range,
+"""S3 I/O for batch jobs: the input read in blocks (whole or a byte range,
 gunzipped a bounded step at a time), outputs written in parts by a background
-thread, and ``Prefetch``, which runs a producer on its own thread ahead of its
-consumer so that reading, parsing and predicting overlap.
+thread, ``Prefetch``, which runs a producer on its own thread ahead of its
+consumer so that reading, parsing and predicting overlap, and the small calls
+around them (ranged reads, listings, deletes, write conditions).
 """
 
 from __future__ import annotations
@@ -371,3 +372,67 @@ def write_condition(s3: S3Client, bucket: str, key: str) -> dict[str, str]:
             return {"IfNoneMatch": "*"}
         raise
     return {"IfMatch": etag}
+
+
+def read_range(
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    start: int,
+    end: int,
+    *,
+    etag: str | None = None,
+) -> bytes:
+    """Bytes ``start`` to ``end`` (exclusive) of the object; with ``etag``, only
+    while the object is still at it (SourceChangedError when it is not)."""
+    request: dict[str, str] = {
+        "Bucket": bucket,
+        "Key": key,
+        "Range": f"bytes={start}-{end - 1}",
+    }
+    if etag is not None:
+        request["IfMatch"] = etag
+    try:
+        response = s3.get_object(**request)  # type: ignore[arg-type]
+    except ClientError as error:
+        if etag is not None and is_precondition_failure(error):
+            raise SourceChangedError(key) from None
+        raise
+    return response["Body"].read()
+
+
+def list_keys(s3: S3Client, bucket: str, prefix: str) -> Iterator[str]:
+    """Every key under ``prefix``, in order."""
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            yield item["Key"]
+
+
+def delete_keys(s3: S3Client, bucket: str, keys: list[str]) -> None:
+    """Delete ``keys`` (a thousand per request, S3's bound)."""
+    for first in range(0, len(keys), 1000):
+        batch = keys[first : first + 1000]
+        s3.delete_objects(
+            Bucket=bucket,
+            Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+        )
+
+
+def delete_prefix(
+    s3: S3Client, bucket: str, prefix: str, *, keep: str | None = None
+) -> None:
+    """Delete the objects under ``prefix`` (but those under ``keep``) and abort the
+    multipart uploads to it."""
+    doomed = [
+        found
+        for found in list_keys(s3, bucket, prefix)
+        if keep is None or not found.startswith(keep)
+    ]
+    delete_keys(s3, bucket, doomed)
+    uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    for upload in uploads.get("Uploads", []):
+        if keep is None or not upload["Key"].startswith(keep):
+            s3.abort_multipart_upload(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )

@@ -15,7 +15,7 @@ from chalice.test import Client
 
 from chalicelib.aliases.document import Capture
 from chalicelib.aliases.store import AliasStore
-from chalicelib.batch import shards as shard_rules
+from chalicelib.batch.fanout import plan as shard_rules
 from chalicelib.registry.versions import Registry
 from tests.deploy.conftest import AppAs
 from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy

@@ -22,6 +22,7 @@ from typing import Any
 
 from chalicelib import wiring
 from chalicelib.batch import job, keys
+from chalicelib.batch.runtime import BatchRuntime
 
 MIB = 1024 * 1024
 
@@ -45,10 +46,12 @@ def run(key: str, seconds: float) -> dict[str, Any]:
         job.process_upload(
             wiring.settings().batch_bucket,
             key,
-            s3=wiring.container().batch_s3,
-            predictor=wiring.predictor(),
-            settings=wiring.settings(),
-            seconds_left=lambda: seconds - (time.monotonic() - started),
+            BatchRuntime(
+                s3=wiring.container().batch_s3,
+                predictor=wiring.predictor(),
+                settings=wiring.settings(),
+                seconds_left=lambda: seconds - (time.monotonic() - started),
+            ),
         )
     except BaseException as error:  # reported: the test says what it expected
         raised = type(error).__name__

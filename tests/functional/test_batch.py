@@ -27,6 +27,7 @@ from click.testing import CliRunner, Result
 from app import app
 from chalicelib import wiring
 from chalicelib.batch import job, keys, record
+from chalicelib.batch.runtime import BatchRuntime
 from chalicelib.clock import iso_timestamp, utc_now
 from chalicelib.config import Settings
 from chalicelib.predictor import Predictor
@@ -655,7 +656,7 @@ def process(batch_app: Batch, key: str, **options: Any) -> dict[str, Any] | None
         "seconds_left": lambda: 900.0,
         **options,
     }
-    return job.process_upload(BATCH_BUCKET, key, **arguments)
+    return job.process_upload(BATCH_BUCKET, key, BatchRuntime(**arguments))
 
 
 @pytest.fixture

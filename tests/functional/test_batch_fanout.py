@@ -28,7 +28,8 @@ from click.testing import CliRunner, Result
 from app import app
 from chalicelib import wiring
 from chalicelib.batch import job, record
-from chalicelib.batch import shards as shard_rules
+from chalicelib.batch.fanout import plan as shard_rules
+from chalicelib.batch.runtime import BatchRuntime
 from chalicelib.predictor import Predictor
 from chalicelib.registry.versions import Registry
 from tests.conftest import BATCH_BUCKET, ROOT
@@ -170,10 +171,12 @@ def single_invocation(fanout: FanOut, key: str, body: str) -> dict[str, Any]:
     job.process_upload(
         BATCH_BUCKET,
         key,
-        s3=fanout.s3,
-        predictor=wiring.predictor(),
-        settings=wiring.settings(),
-        seconds_left=lambda: 900.0,
+        BatchRuntime(
+            s3=fanout.s3,
+            predictor=wiring.predictor(),
+            settings=wiring.settings(),
+            seconds_left=lambda: 900.0,
+        ),
     )
     return fanout.manifest(key)
 

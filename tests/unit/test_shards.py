@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chalicelib.batch.shards import (
+from chalicelib.batch.fanout.plan import (
     MAX_SHARDS,
     Piece,
     Shard,

@@ -1,5 +1,7 @@
-"""Pure rules of a fanned-out job: where a file is cut into shards, how the shards'
-outputs make S3 parts, and how a shard's rejected rows are numbered over the file.
+"""Pure rules of a fanned-out job: whether a file fans out, where it is cut into
+shards (through a ranged-read function it is given), how the shards' counts add
+up, how their outputs make S3 parts, and how a shard's rejected rows are numbered
+over the file.
 """
 
 from __future__ import annotations
@@ -8,7 +10,14 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 
+from chalicelib import tabular
+from chalicelib.batch.keys import BatchKey, ShardDone
+from chalicelib.batch.pipeline import Header
+from chalicelib.batch.record import Progress, RowCounts
+from chalicelib.clock import iso_timestamp
+from chalicelib.config import Settings
 from chalicelib.errors import BatchFileError
 from chalicelib.tabular import Rejection
 
@@ -19,6 +28,13 @@ MAX_PART_BYTES = 5 * 1024 * 1024 * 1024
 MAX_SHARDS = 10_000
 # How much is read around a nominal cut to find the line end after it.
 _WINDOW_BYTES = 64 * 1024
+_BOM = b"\xef\xbb\xbf"
+
+
+def wants_fan_out(size: int, batch_key: BatchKey, settings: Settings) -> bool:
+    """Whether a file is a candidate for fan-out: uncompressed (a gzip stream cannot
+    be entered mid-way) and larger than a shard."""
+    return 0 < settings.batch_shard_bytes < size and not batch_key.compressed
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,68 @@ def _line_end_after(
             return cut if cut < size else None
         start = end
     return None
+
+
+def read_header(
+    read: Callable[[int, int], bytes], size: int
+) -> tuple[Header | None, int]:
+    """A CSV file's header and the offset of its first data byte (after the
+    header's line end), from ranged reads of its start. (None, size) when the file
+    is all header."""
+    head = read(0, min(size, tabular.MAX_HEADER_BYTES + len(_BOM) + 2))
+    splitter = tabular.RecordSplitter(
+        1, quoted=True, header=True, max_record_bytes=tabular.MAX_RECORD_BYTES
+    )
+    splitter.feed(head)
+    if splitter.header is None:
+        return None, size
+    end = len(_BOM) if head.startswith(_BOM) else 0
+    end += len(splitter.header)
+    end += head[end : end + 1] == b"\r"
+    return Header(splitter.header, splitter.header_lines), end + 1
+
+
+def plan_shards(
+    read: Callable[[int, int], bytes],
+    size: int,
+    batch_key: BatchKey,
+    settings: Settings,
+) -> tuple[list[Shard], int]:
+    """The shards of an uncompressed file of ``size`` bytes (read with ``read``)
+    and where its data starts (after the CSV header); one shard when the file is
+    no larger than a shard or has no line end to cut at."""
+    data_start = 0
+    if batch_key.fmt == tabular.CSV:
+        _, data_start = read_header(read, size)
+    shards = cut_shards(
+        size,
+        data_start=data_start,
+        shard_bytes=settings.batch_shard_bytes,
+        read=read,
+        max_record_bytes=tabular.MAX_RECORD_BYTES,
+    )
+    return shards, data_start
+
+
+def summed_rows(done: list[ShardDone]) -> RowCounts:
+    """The rows of the shards ``done``, added up."""
+    return {
+        "read": sum(marker.read for marker in done),
+        "predicted": sum(marker.predicted for marker in done),
+        "rejected": sum(marker.rejected for marker in done),
+    }
+
+
+def progress(done: list[ShardDone], previous: Progress, now: datetime) -> Progress:
+    """A running fanned-out job's progress: shards, bytes and rows done."""
+    return {
+        "shards_done": len(done),
+        "shards": previous["shards"],
+        "bytes_done": sum(marker.size for marker in done),
+        "bytes": previous["bytes"],
+        "rows_done": sum(marker.read for marker in done),
+        "updated_at": iso_timestamp(now),
+    }
 
 
 @dataclass(frozen=True)
