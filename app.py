@@ -37,7 +37,7 @@ if extension.register_at_init(drain=lambda: wiring.container().work.run_pending(
 # API Gateway hands binary tensor data to the function as bytes.
 ANY_CONTENT_TYPE = ["*/*"]
 # Deployed, every route but /v2/health/* needs an API key of a usage plan (see
-# the README); chalice local and chalice.test ignore it.
+# docs/api.md); chalice local and chalice.test ignore it.
 KEYED = {"content_types": ANY_CONTENT_TYPE, "api_key_required": True}
 # Answers are serialised here: Chalice's json.dumps with options would build an
 # encoder for every response.

@@ -1,6 +1,7 @@
 """Settings: every knob is a ``TURNOUT_...`` environment variable, read once.
 
-Stages set them in ``.chalice/config.json``; the README documents each one.
+Stages set them in ``.chalice/config.json``; docs/operations.md documents each
+one in its configuration table, which a test keeps in step with ``Settings``.
 """
 
 from __future__ import annotations

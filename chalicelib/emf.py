@@ -16,7 +16,7 @@ metric for any string.
 
 The lines are written here rather than with a library: Powertools' Metrics cost
 four times this per request and put all dimensions in one set, and
-aws-embedded-metrics imports aiohttp (200 ms of cold start); see the README.
+aws-embedded-metrics imports aiohttp (200 ms of cold start); see docs/operations.md.
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def test_a_hostile_file_ends_in_time_with_flat_memory(
 
     mapping, *results = run_child(endpoint_url, keys, str(tmp_path / "models"))
 
-    print(case, mapping, results)  # the figures, for the README (pytest -s)
+    print(case, mapping, results)  # the figures, for docs/batch.md (pytest -s)
     for result in results:
         assert result["raised"] is None
         assert result["status"] in {"succeeded", "partial", "failed"}

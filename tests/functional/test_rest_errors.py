@@ -243,7 +243,7 @@ def test_errors_carry_the_request_id(client: Client) -> None:
 def test_an_unknown_route_and_a_wrong_method_answer_as_api_gateway_does(
     client: Client,
 ) -> None:
-    # The README says so: these two never reach Turnout's handlers.
+    # docs/api.md says so: these two never reach Turnout's handlers.
     unknown = client.http.get("/v2/nothing/here")
     assert (unknown.status_code, json.loads(unknown.body)) == (
         403,
