@@ -44,6 +44,8 @@ UNUSED = re.compile(
     r"""^(
         botocore/data/(?!s3/|sqs/)[^/]+/.*      # other services' models
       | onnxruntime/(transformers|quantization|tools|datasets)/.*
+      | onnxruntime/capi/libonnxruntime\.so[.0-9]*  # the C API library: the
+                                                 # Python module links none of it
       | (google|flatbuffers|packaging)/.*        # needed by those tools alone
       | numpy/(f2py|testing|_pyinstaller|typing/tests)/.*
       | numpy/.*/tests/.*

@@ -306,3 +306,23 @@ def test_the_unzipped_package_serves_and_predicts_a_batch_file(
         Bucket=bucket, Key="outgoing/iris@2/artifact-fanned.csv.out"
     )
     assert output["Body"].read().decode() == expected_csv(2, rows)
+
+
+def test_the_layer_ships_no_c_api_library_and_stays_under_35_mb(
+    package: Path,
+) -> None:
+    # onnxruntime's Python module links libonnxruntime_providers_shared only
+    # (readelf -d lists no libonnxruntime.so): the 34 MB C API library is left
+    # out, and the handlers' run from the unzipped package proves nothing
+    # needed it.
+    layer_zip = package / "layer-deployment.zip"
+    with zipfile.ZipFile(layer_zip) as layer:
+        names = layer.namelist()
+    assert not [name for name in names if "/libonnxruntime.so" in name]
+    assert [
+        name
+        for name in names
+        if name.endswith("onnxruntime_pybind11_state")
+        or "onnxruntime_pybind11_state." in name
+    ]
+    assert layer_zip.stat().st_size <= 35_000_000
