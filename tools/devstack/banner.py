@@ -65,14 +65,14 @@ def banner(stack: DevStack) -> str:
         # Files in the project would restart chalice local (it watches the
         # project directory) and be left behind as untracked files: use /tmp.
         f"Use it from another shell{where} (files go to /tmp):",
-        "  source .venv/bin/activate   (turnout is in .venv/bin)",
+        "  source .venv/bin/activate   # turnout is in .venv/bin",
         f"  source {env_file}",
         "  turnout models",
         "  turnout alias show iris prod",
         "  turnout alias set iris staging 1=50 2=50 --reason 'try v1 too'",
         f"  printf '{IRIS_CSV}' > /tmp/iris.csv",
         "  turnout batch submit /tmp/iris.csv iris --wait",
-        f"  aws s3 cp /tmp/iris.csv s3://{batch}/{upload}   (the AWS CLI works too)",
+        f"  aws s3 cp /tmp/iris.csv s3://{batch}/{upload}   # or with the AWS CLI",
         f"  aws s3 ls --recursive s3://{batch}/outgoing/",
     ]
     return "\n".join(lines)
