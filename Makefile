@@ -11,7 +11,7 @@ test: $(STAMP)  ## ruff, mypy and the whole suite: the one gate, the same in CI
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
 
-dev: $(STAMP)  ## moto server + demo registry + chalice local + S3 event delivery
+dev: $(STAMP)  ## moto server, demo registry, chalice local, the Lambda emulation; writes .dev.env
 	$(PY) -m tools.devstack
 
 STAGE ?= dev

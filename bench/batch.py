@@ -38,7 +38,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from chalicelib.config import Settings
-from tools.devstack import ROOT, aws_environment, create_buckets, s3_client, start_moto
+from tools.devstack.clients import aws_environment, s3_client
+from tools.devstack.processes import start_moto
+from tools.devstack.seed import create_buckets
+from tools.devstack.stage import ROOT
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

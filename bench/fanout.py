@@ -36,15 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.batch import BATCH_BUCKET, configure_turnout, register_iris, upload_csv
-from tools.devstack import (
-    ROOT,
-    aws_environment,
-    create_shard_queue,
-    s3_client,
-    sqs_client,
-    stage_settings,
-    start_moto,
-)
+from tools.devstack.clients import aws_environment, s3_client, sqs_client
+from tools.devstack.notifications import create_shard_queue
+from tools.devstack.processes import start_moto
+from tools.devstack.stage import ROOT, stage_settings
 
 RESULTS = ROOT / "bench" / "results" / "fanout.json"
 SOURCE = "incoming/iris@1/bench-fanout-source.csv"

@@ -32,16 +32,10 @@ from pathlib import Path
 
 from bench.rest import ALIAS, Result, cold_start, table, turnout_event
 from chalicelib.registry.versions import Registry
-from tools.devstack import (
-    ROOT,
-    aws_environment,
-    create_buckets,
-    s3_client,
-    seed_registry,
-    stage_environment,
-    stage_settings,
-    start_moto,
-)
+from tools.devstack.clients import aws_environment, s3_client
+from tools.devstack.processes import start_moto
+from tools.devstack.seed import create_buckets, seed_registry
+from tools.devstack.stage import ROOT, stage_environment, stage_settings
 from tools.package import SITE_PACKAGES, build_package, lambda_python, unpack
 
 RESULTS = ROOT / "bench" / "results" / "package.json"

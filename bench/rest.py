@@ -42,16 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from tools.devstack import (
-    ROOT,
-    aws_environment,
-    create_buckets,
-    s3_client,
-    seed_registry,
-    stage_environment,
-    stage_settings,
-    start_moto,
-)
+from tools.devstack.clients import aws_environment, s3_client
+from tools.devstack.processes import start_moto
+from tools.devstack.seed import create_buckets, seed_registry
+from tools.devstack.stage import ROOT, stage_environment, stage_settings
 
 RESULTS = ROOT / "bench" / "results" / "rest.json"
 ALIAS = "bench"

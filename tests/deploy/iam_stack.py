@@ -18,17 +18,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import boto3
 
 from chalicelib.registry.versions import Registry
-from tools.devstack import (
-    LOOPBACK,
-    REGION,
-    ROOT,
-    Server,
-    aws_environment,
-    create_buckets,
-    create_shard_queue,
-    seed_registry,
-    stage_settings,
-)
+from tools.devstack.clients import aws_environment
+from tools.devstack.notifications import create_shard_queue
+from tools.devstack.processes import Server
+from tools.devstack.seed import create_buckets, seed_registry
+from tools.devstack.stage import LOOPBACK, REGION, ROOT, stage_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -20,7 +20,7 @@ from chalicelib.registry.versions import Registry
 from tests.deploy.conftest import AppAs
 from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy
 from tests.functional.test_batch import csv_text, expected_csv, iris_rows
-from tools.devstack import stage_settings
+from tools.devstack.stage import stage_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

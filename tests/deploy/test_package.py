@@ -17,7 +17,7 @@ from app import app
 from bench.rest import proxy_event
 from tests.deploy.iam_stack import STAGE, IamStack, load_policy
 from tests.functional.test_batch import csv_text, expected_csv, iris_rows
-from tools.devstack import stage_environment
+from tools.devstack.stage import stage_environment
 from tools.package import lambda_python, unpack
 
 pytestmark = pytest.mark.package

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.support import HttpClient
-from tools.devstack import DevStack
+from tools.devstack.stack import DevStack
 
 # Startup on a loaded 2-core machine can be slow; a healthy stack takes seconds.
 STARTUP_TIMEOUT = 120.0

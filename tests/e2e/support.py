@@ -5,8 +5,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from typing import Any
@@ -80,3 +81,16 @@ def cli_environment(endpoint_url: str, **extra: str) -> dict[str, str]:
         **extra,
     )
     return environment
+
+
+def eventually[T](
+    read: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = 30.0
+) -> T:
+    """Poll ``read`` until ``done`` says so (``timeout`` seconds at most)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value
+        assert time.monotonic() < deadline, f"{what}: still {value!r}"
+        time.sleep(0.2)

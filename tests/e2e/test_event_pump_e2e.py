@@ -14,7 +14,10 @@ import pytest
 from chalice.app import S3Event
 from click.testing import CliRunner, Result
 
-from tools.devstack import DevStack, EventPump, connect_bucket_events, create_buckets
+from tools.devstack.emulator import EventPump
+from tools.devstack.notifications import connect_bucket_events
+from tools.devstack.seed import create_buckets
+from tools.devstack.stack import DevStack
 from turnout_cli.cli import cli
 
 POLL_TIMEOUT = 30.0

@@ -15,7 +15,8 @@ import pytest
 from tests.e2e.conftest import STARTUP_TIMEOUT
 from tests.e2e.support import cli_environment
 from tests.functional.test_batch import csv_text, expected_csv, iris_rows
-from tools.devstack import ROOT, DevStack
+from tools.devstack.stack import DevStack
+from tools.devstack.stage import ROOT
 
 # This checkout's CLI (the venv's console script may be another checkout's).
 TURNOUT = [sys.executable, "-c", "from turnout_cli.cli import main; main()"]

@@ -21,13 +21,11 @@ from bench.rest import proxy_event
 from chalicelib.aliases.document import Capture, Shadow
 from chalicelib.capture import read_capture
 from tests.emf_spec import emf_lines
-from tools.devstack import (
-    ChildProcess,
-    DevStack,
-    aws_environment,
-    create_buckets,
-    stage_environment,
-)
+from tools.devstack.clients import aws_environment
+from tools.devstack.processes import ChildProcess
+from tools.devstack.seed import create_buckets
+from tools.devstack.stack import DevStack
+from tools.devstack.stage import stage_environment
 
 WAIT = 60.0  # seconds: a loaded 2-core machine is slow to import onnxruntime
 REQUEST_ID = "invocation-1"

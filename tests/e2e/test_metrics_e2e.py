@@ -13,7 +13,8 @@ from typing import Any
 from click.testing import CliRunner
 
 from tests.e2e.support import HttpClient
-from tools.devstack import DevStack, cloudwatch_client
+from tools.devstack.clients import cloudwatch_client
+from tools.devstack.stack import DevStack
 from turnout_cli.cli import cli
 
 ALIAS = "metrics-e2e"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.support import HttpClient, Reply
-from tools.devstack import DevStack
+from tools.devstack.stack import DevStack
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]

@@ -41,7 +41,7 @@ from tests.functional.test_batch import (
     expected_csv,
     iris_rows,
 )
-from tools.devstack import create_shard_queue
+from tools.devstack.notifications import create_shard_queue
 from turnout_cli import cli as cli_module
 from turnout_cli.cli import cli
 

@@ -25,7 +25,9 @@ import pytest
 from chalicelib.registry.versions import Registry
 from tests.conftest import BATCH_BUCKET, MODEL_BUCKET, MODELS, ROOT
 from tests.functional.test_batch import HEADER, function_environment
-from tools.devstack import aws_environment, create_buckets, s3_client, start_moto
+from tools.devstack.clients import aws_environment, s3_client
+from tools.devstack.processes import start_moto
+from tools.devstack.seed import create_buckets
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -7,12 +7,8 @@ import logging
 
 import pytest
 
-from tools.devstack import (
-    describe_event,
-    describe_outcome,
-    encode_event_key,
-    s3_events,
-)
+from tools.devstack.emulator import describe_outcome
+from tools.devstack.notifications import describe_event, encode_event_key, s3_events
 
 
 def record(key: str, name: str = "ObjectCreated:Put") -> dict[str, object]:
