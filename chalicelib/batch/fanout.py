@@ -22,11 +22,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from botocore.exceptions import ClientError
 
-from chalicelib import tabular
 from chalicelib.batch.keys import BatchKey, ShardDone
 from chalicelib.batch.pipeline import Header
 from chalicelib.batch.record import FAILED, RUNNING, JobRecord, Progress, RowCounts
 from chalicelib.batch.shards import Shard, cut_shards
+from chalicelib.batch.tables.formats import CSV
+from chalicelib.batch.tables.records import (
+    MAX_HEADER_BYTES,
+    MAX_RECORD_BYTES,
+    RecordSplitter,
+)
 from chalicelib.config import Settings
 from chalicelib.documents import JsonDocuments, is_precondition_failure
 from chalicelib.errors import DocumentConflictError, SourceChangedError
@@ -128,9 +133,9 @@ def read_header(
     """A CSV file's header and the offset of its first data byte (after the
     header's line end), from ranged reads of its start. (None, size) when the file
     is all header."""
-    head = read(0, min(size, tabular.MAX_HEADER_BYTES + len(_BOM) + 2))
-    splitter = tabular.RecordSplitter(
-        1, quoted=True, header=True, max_record_bytes=tabular.MAX_RECORD_BYTES
+    head = read(0, min(size, MAX_HEADER_BYTES + len(_BOM) + 2))
+    splitter = RecordSplitter(
+        1, quoted=True, header=True, max_record_bytes=MAX_RECORD_BYTES
     )
     splitter.feed(head)
     if splitter.header is None:
@@ -158,14 +163,14 @@ def plan_shards(
         return read_range(s3, bucket, key, etag, start, end)
 
     data_start = 0
-    if batch_key.fmt == tabular.CSV:
+    if batch_key.fmt == CSV:
         _, data_start = read_header(read, size)
     shards = cut_shards(
         size,
         data_start=data_start,
         shard_bytes=settings.batch_shard_bytes,
         read=read,
-        max_record_bytes=tabular.MAX_RECORD_BYTES,
+        max_record_bytes=MAX_RECORD_BYTES,
     )
     return shards, data_start
 

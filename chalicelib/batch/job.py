@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import tabular
 from chalicelib.batch.deadline import Deadline
 from chalicelib.batch.fanout import (
     ShardQueue,
@@ -58,6 +57,7 @@ from chalicelib.batch.record import (
 )
 from chalicelib.batch.s3io import SourceStream, StreamingUpload, write_condition
 from chalicelib.batch.shards import Shard
+from chalicelib.batch.tables.formats import JSONL
 from chalicelib.config import Settings
 from chalicelib.documents import is_missing, is_precondition_failure
 from chalicelib.errors import (
@@ -326,7 +326,7 @@ class BatchJob:
             self.source.bucket,
             self.errors_key,
             part_bytes=self.settings.batch_part_bytes,
-            content_type=CONTENT_TYPES[tabular.JSONL],
+            content_type=CONTENT_TYPES[JSONL],
             metadata=metadata,
         )
         pipeline.run(self.stream, self.out, self.errors)

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import tabular
 from chalicelib.batch import shards as shard_rules
 from chalicelib.batch.deadline import Deadline
 from chalicelib.batch.fanout import (
@@ -51,6 +50,7 @@ from chalicelib.batch.pipeline import Pipeline
 from chalicelib.batch.record import PARTIAL, SUCCEEDED, Counts, JobRecord
 from chalicelib.batch.s3io import SourceStream, StreamingUpload, write_condition
 from chalicelib.batch.shards import Piece, plan_parts, renumber_rejection
+from chalicelib.batch.tables.formats import CSV, JSONL
 from chalicelib.config import Settings
 from chalicelib.documents import JsonDocuments, is_precondition_failure
 from chalicelib.errors import (
@@ -202,7 +202,7 @@ class ShardRun:
             shadow=None,
         )
         header = None
-        if task.index and batch_key.fmt == tabular.CSV:
+        if task.index and batch_key.fmt == CSV:
             header, _ = read_header(self._read, task.data_start)
         last = task.index == task.count - 1
         pipeline = Pipeline(
@@ -220,9 +220,7 @@ class ShardRun:
             end=task.end,
         )
         out = self._upload(self.keys.out(task.index), CONTENT_TYPES[batch_key.fmt])
-        errors = self._upload(
-            self.keys.errors(task.index), CONTENT_TYPES[tabular.JSONL]
-        )
+        errors = self._upload(self.keys.errors(task.index), CONTENT_TYPES[JSONL])
         try:
             pipeline.run(self.stream, out, errors)
             out.seal()
@@ -457,7 +455,7 @@ class ShardRun:
         """The errors report from the shards' reports, numbered over the file; its
         size."""
         key = self.base + ".errors.jsonl"
-        upload = self._upload(key, CONTENT_TYPES[tabular.JSONL])
+        upload = self._upload(key, CONTENT_TYPES[JSONL])
         try:
             for shard in shards:
                 if not shard["rejected"]:

@@ -9,8 +9,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from chalicelib.batch.tables.chunks import Rejection
 from chalicelib.errors import BatchFileError
-from chalicelib.tabular import Rejection
 
 # S3 multipart rules: every part but the last is at least 5 MiB, none over 5 GiB,
 # at most 10,000 parts (so at most 10,000 shards: each gives at least one part).
