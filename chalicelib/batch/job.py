@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import tabular
 from chalicelib.batch.deadline import Deadline
 from chalicelib.batch.fanout.messages import ShardQueue, shard_tasks
 from chalicelib.batch.fanout.plan import Shard, plan_shards, wants_fan_out
@@ -58,6 +57,7 @@ from chalicelib.batch.s3io import (
     read_range,
     write_condition,
 )
+from chalicelib.batch.tables.formats import JSONL
 from chalicelib.clock import iso_timestamp
 from chalicelib.documents import is_missing, is_precondition_failure
 from chalicelib.errors import (
@@ -293,7 +293,7 @@ class BatchJob:
             self.source.bucket,
             self.errors_key,
             part_bytes=self.settings.batch_part_bytes,
-            content_type=CONTENT_TYPES[tabular.JSONL],
+            content_type=CONTENT_TYPES[JSONL],
             metadata=metadata,
         )
         pipeline.run(self.stream, self.out, self.errors)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chalicelib import tabular
+from chalicelib.batch.tables.formats import CSV, JSONL
 from chalicelib.config import INCOMING_PREFIX, OUTGOING_PREFIX
 from chalicelib.errors import BatchFileError, BatchKeyError, TurnoutError
 from chalicelib.names import (
@@ -28,8 +28,8 @@ from chalicelib.names import (
 
 INCOMING = INCOMING_PREFIX
 OUTGOING = OUTGOING_PREFIX
-FORMATS = {".csv": tabular.CSV, ".jsonl": tabular.JSONL, ".ndjson": tabular.JSONL}
-CONTENT_TYPES = {tabular.CSV: "text/csv", tabular.JSONL: "application/x-ndjson"}
+FORMATS = {".csv": CSV, ".jsonl": JSONL, ".ndjson": JSONL}
+CONTENT_TYPES = {CSV: "text/csv", JSONL: "application/x-ndjson"}
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chalicelib import tabular
 from chalicelib.batch.keys import BatchKey
 from chalicelib.batch.s3io import Prefetch, SourceStream, StreamingUpload
+from chalicelib.batch.tables.chunks import ParsedChunk
+from chalicelib.batch.tables.columns import features_of, open_widths, output_fields
+from chalicelib.batch.tables.delimited import CsvTable
+from chalicelib.batch.tables.formats import CSV, JSONL
+from chalicelib.batch.tables.jsonlines import JsonLinesTable
+from chalicelib.batch.tables.records import MAX_RECORD_BYTES, RecordSplitter
+from chalicelib.batch.tables.render import Renderer, assemble, make_renderer
 from chalicelib.errors import BatchFileError
 from chalicelib.predictor import Target
 
@@ -69,20 +75,20 @@ class Pipeline:
         self.target = target
         # The version's manifest (its signature), not the job record.
         signed = target.manifest
-        self.features = tabular.features_of(signed)
-        fields = tabular.output_fields(signed)
+        self.features = features_of(signed)
+        fields = output_fields(signed)
         self.requested = list(dict.fromkeys(field.output for field in fields))
         self.open_widths = [
-            name for name in tabular.open_widths(signed) if name in self.requested
+            name for name in open_widths(signed) if name in self.requested
         ]
-        self.table: tabular.CsvTable | tabular.JsonLinesTable | None = None
-        if self.fmt == tabular.JSONL:
+        self.table: CsvTable | JsonLinesTable | None = None
+        if self.fmt == JSONL:
             keys = frozenset(field.key for field in fields)
-            self.table = tabular.JsonLinesTable(self.features, keys)
-        self.renderer: tabular.Renderer | None = None
+            self.table = JsonLinesTable(self.features, keys)
+        self.renderer: Renderer | None = None
         self.header = b""
         self.line = 1
-        if not at_start and self.fmt == tabular.CSV:
+        if not at_start and self.fmt == CSV:
             assert header is not None, "a CSV shard needs the file's header"
             self._read_header(header.line, header.lines)
         # Lines of records (not the header) read: where the next shard's start.
@@ -109,18 +115,18 @@ class Pipeline:
         """The prediction columns (CSV) or keys (JSON) added to each row."""
         if self.renderer is None:
             return []
-        if self.fmt == tabular.CSV:
+        if self.fmt == CSV:
             return self.renderer.csv_columns
         return [field.key for field in self.renderer.fields]
 
-    def _parse(self, blocks: Iterable[bytes]) -> Iterator[tabular.ParsedChunk]:
+    def _parse(self, blocks: Iterable[bytes]) -> Iterator[ParsedChunk]:
         """The file's chunks of rows, parsed (the producer thread's work)."""
-        csv = self.fmt == tabular.CSV
-        splitter = tabular.RecordSplitter(
+        csv = self.fmt == CSV
+        splitter = RecordSplitter(
             self.job.settings.batch_rows_per_chunk,
             quoted=csv,
             header=csv and self.table is None,
-            max_record_bytes=tabular.MAX_RECORD_BYTES,
+            max_record_bytes=MAX_RECORD_BYTES,
             at_start=self.at_start,
         )
         row = 1
@@ -153,9 +159,7 @@ class Pipeline:
             yield parsed
         self._table(splitter)  # a header without rows still needs one
 
-    def _table(
-        self, splitter: tabular.RecordSplitter
-    ) -> tabular.CsvTable | tabular.JsonLinesTable:
+    def _table(self, splitter: RecordSplitter) -> CsvTable | JsonLinesTable:
         if self.table is None:
             if splitter.header is None:
                 raise BatchFileError(
@@ -168,12 +172,12 @@ class Pipeline:
     def _read_header(self, line: bytes, lines: int) -> None:
         self.header = line
         self._check_text(line)
-        self.table = tabular.CsvTable.from_header(line, self.features)
+        self.table = CsvTable.from_header(line, self.features)
         self.line = 1 + lines
 
     def _predict(
         self,
-        parsed: tabular.ParsedChunk,
+        parsed: ParsedChunk,
         out: StreamingUpload,
         errors: StreamingUpload,
     ) -> None:
@@ -190,15 +194,11 @@ class Pipeline:
         outputs = prediction.outputs
         renderer = self.renderer or self._start_output(out, outputs)
         self._check_widths(outputs)
-        out.write(
-            tabular.assemble(parsed.heads, renderer.suffixes(outputs, parsed.kinds))
-        )
+        out.write(assemble(parsed.heads, renderer.suffixes(outputs, parsed.kinds)))
         self.counts.predicted += parsed.accepted
         self.job.report_progress()
 
-    def _start_output(
-        self, out: StreamingUpload, outputs: dict[str, Any]
-    ) -> tabular.Renderer:
+    def _start_output(self, out: StreamingUpload, outputs: dict[str, Any]) -> Renderer:
         """Fix the prediction columns (from the first prediction, for outputs whose
         width the signature leaves open) and write the CSV header."""
         self.widths = (
@@ -206,10 +206,10 @@ class Pipeline:
             if outputs
             else {}
         )
-        fields = tabular.output_fields(self.target.manifest, self.widths)
-        header = self.table.header if isinstance(self.table, tabular.CsvTable) else ()
-        self.renderer = tabular.make_renderer(fields, self.fmt, header)
-        if self.fmt == tabular.CSV and self.at_start:
+        fields = output_fields(self.target.manifest, self.widths)
+        header = self.table.header if isinstance(self.table, CsvTable) else ()
+        self.renderer = make_renderer(fields, self.fmt, header)
+        if self.fmt == CSV and self.at_start:
             out.write(self.renderer.csv_header(self.header))
         return self.renderer
 

@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib import tabular
+from chalicelib.batch.tables.columns import features_of
+from chalicelib.batch.tables.delimited import CsvTable
 from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
-from chalicelib.tabular import CsvTable
 
 SIGNATURE = Signature(
     inputs=(
@@ -94,7 +94,7 @@ def table(allow_non_finite: bool) -> CsvTable:
     manifest = Manifest(
         "m", 1, "0" * 64, 1, "2026-01-01T00:00:00.000Z", SIGNATURE, tags=tags
     )
-    return CsvTable.from_header(HEADER, tabular.features_of(manifest))
+    return CsvTable.from_header(HEADER, features_of(manifest))
 
 
 TABLES = {allow: table(allow) for allow in (False, True)}

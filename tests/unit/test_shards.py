@@ -18,8 +18,8 @@ from chalicelib.batch.fanout.plan import (
     plan_parts,
     renumber_rejection,
 )
+from chalicelib.batch.tables.chunks import Rejection
 from chalicelib.errors import BatchFileError
-from chalicelib.tabular import Rejection
 
 
 def cut(data: bytes, shard_bytes: int, data_start: int = 0) -> list[Shard]:

@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from chalicelib import tabular
+from chalicelib.batch.tables.columns import features_of
+from chalicelib.batch.tables.delimited import CsvTable
+from chalicelib.batch.tables.jsonlines import JsonLinesTable
 from chalicelib.errors import InvalidInputError
 from chalicelib.protocols.common import parse_json
 from chalicelib.protocols.instances import decode_instances
 from chalicelib.protocols.v2 import read_infer_request
 from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
-from chalicelib.tabular import CsvTable, JsonLinesTable
 
 OUT = (TensorSpec("y", "FP32", (-1, 1)),)
 
@@ -31,13 +32,13 @@ def manifest(datatype: str, width: int = 2, *, allow: bool = False) -> Manifest:
 
 
 def csv_reasons(model: Manifest, rows: str) -> list[str]:
-    table = CsvTable.from_header(b"x_0,x_1", tabular.features_of(model))
+    table = CsvTable.from_header(b"x_0,x_1", features_of(model))
     parsed = table.parse(rows.encode(), 1, 2)
     return [rejection.reason for rejection in parsed.rejections]
 
 
 def jsonl_reasons(model: Manifest, rows: str) -> list[str]:
-    table = JsonLinesTable(tabular.features_of(model))
+    table = JsonLinesTable(features_of(model))
     parsed = table.parse(rows.encode(), 1, 1)
     return [rejection.reason for rejection in parsed.rejections]
 
@@ -74,13 +75,13 @@ def test_a_huge_integer_cell_for_an_integer_input_is_one_rejected_row() -> None:
 
 def test_batch_honours_the_non_finite_tag() -> None:
     model = manifest("FP32", allow=True)
-    table = CsvTable.from_header(b"x_0,x_1", tabular.features_of(model))
+    table = CsvTable.from_header(b"x_0,x_1", features_of(model))
     parsed = table.parse(b"nan,1\n-inf,2\n", 1, 2)
     assert not parsed.rejections
     np.testing.assert_array_equal(
         parsed.inputs["x"], np.array([[np.nan, 1], [-np.inf, 2]], np.float32)
     )
-    lines = JsonLinesTable(tabular.features_of(model)).parse(b"[NaN, 1]\n", 1, 1)
+    lines = JsonLinesTable(features_of(model)).parse(b"[NaN, 1]\n", 1, 1)
     assert not lines.rejections and np.isnan(lines.inputs["x"][0, 0])
 
 

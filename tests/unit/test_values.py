@@ -1,6 +1,7 @@
 """The value rules every decoder shares: CSV cells read as JSON values, and the
 refusals only these rules make (the full tables for JSON values are in
-test_protocol_v2.py, for batch rows in test_tabular.py). No I/O."""
+test_payloads.py, for batch rows in test_batch_delimited.py and
+test_batch_jsonlines.py). No I/O."""
 
 from __future__ import annotations
 

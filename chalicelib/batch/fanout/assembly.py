@@ -12,7 +12,6 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import tabular
 from chalicelib.batch.fanout import plan
 from chalicelib.batch.fanout.plan import (
     Piece,
@@ -24,6 +23,7 @@ from chalicelib.batch.fanout.plan import (
 from chalicelib.batch.keys import CONTENT_TYPES, ShardDone, parse_key
 from chalicelib.batch.record import PARTIAL, SUCCEEDED, JobRecord, ended_record
 from chalicelib.batch.s3io import delete_prefix, read_range
+from chalicelib.batch.tables.formats import JSONL
 from chalicelib.errors import BatchFileError
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ class Assembly:
         """The errors report from the shards' reports, numbered over the file; its
         size."""
         key = self.base + ".errors.jsonl"
-        upload = self.shard_run.upload(key, CONTENT_TYPES[tabular.JSONL])
+        upload = self.shard_run.upload(key, CONTENT_TYPES[JSONL])
         try:
             for shard in shards:
                 if not shard["rejected"]:

@@ -12,14 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from chalicelib import tabular
 from chalicelib.batch.keys import BatchKey, ShardDone
 from chalicelib.batch.pipeline import Header
 from chalicelib.batch.record import Progress, RowCounts
+from chalicelib.batch.tables.chunks import Rejection
+from chalicelib.batch.tables.formats import CSV
+from chalicelib.batch.tables.records import (
+    MAX_HEADER_BYTES,
+    MAX_RECORD_BYTES,
+    RecordSplitter,
+)
 from chalicelib.clock import iso_timestamp
 from chalicelib.config import Settings
 from chalicelib.errors import BatchFileError
-from chalicelib.tabular import Rejection
 
 # S3 multipart rules: every part but the last is at least 5 MiB, none over 5 GiB,
 # at most 10,000 parts (so at most 10,000 shards: each gives at least one part).
@@ -110,9 +115,9 @@ def read_header(
     """A CSV file's header and the offset of its first data byte (after the
     header's line end), from ranged reads of its start. (None, size) when the file
     is all header."""
-    head = read(0, min(size, tabular.MAX_HEADER_BYTES + len(_BOM) + 2))
-    splitter = tabular.RecordSplitter(
-        1, quoted=True, header=True, max_record_bytes=tabular.MAX_RECORD_BYTES
+    head = read(0, min(size, MAX_HEADER_BYTES + len(_BOM) + 2))
+    splitter = RecordSplitter(
+        1, quoted=True, header=True, max_record_bytes=MAX_RECORD_BYTES
     )
     splitter.feed(head)
     if splitter.header is None:
@@ -133,14 +138,14 @@ def plan_shards(
     and where its data starts (after the CSV header); one shard when the file is
     no larger than a shard or has no line end to cut at."""
     data_start = 0
-    if batch_key.fmt == tabular.CSV:
+    if batch_key.fmt == CSV:
         _, data_start = read_header(read, size)
     shards = cut_shards(
         size,
         data_start=data_start,
         shard_bytes=settings.batch_shard_bytes,
         read=read,
-        max_record_bytes=tabular.MAX_RECORD_BYTES,
+        max_record_bytes=MAX_RECORD_BYTES,
     )
     return shards, data_start
 

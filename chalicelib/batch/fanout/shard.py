@@ -23,7 +23,6 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import tabular
 from chalicelib.batch.deadline import Deadline
 from chalicelib.batch.fanout.assembly import Assembly
 from chalicelib.batch.fanout.messages import ShardTask
@@ -54,6 +53,7 @@ from chalicelib.batch.s3io import (
     read_range,
     write_condition,
 )
+from chalicelib.batch.tables.formats import CSV, JSONL
 from chalicelib.clock import iso_timestamp
 from chalicelib.documents import JsonDocuments, is_precondition_failure
 from chalicelib.errors import (
@@ -172,7 +172,7 @@ class ShardRun:
             shadow=None,
         )
         header = None
-        if task.index and batch_key.fmt == tabular.CSV:
+        if task.index and batch_key.fmt == CSV:
             header, _ = read_header(self._read, task.data_start)
         last = task.index == task.count - 1
         pipeline = Pipeline(
@@ -190,7 +190,7 @@ class ShardRun:
             end=task.end,
         )
         out = self.upload(self.keys.out(task.index), CONTENT_TYPES[batch_key.fmt])
-        errors = self.upload(self.keys.errors(task.index), CONTENT_TYPES[tabular.JSONL])
+        errors = self.upload(self.keys.errors(task.index), CONTENT_TYPES[JSONL])
         try:
             pipeline.run(self.stream, out, errors)
             out.seal()

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chalicelib.batch.tables.records import RecordSplitter
 from chalicelib.errors import BatchFileError
-from chalicelib.tabular import RecordSplitter
 
 
 def reference_records(data: bytes) -> list[bytes]:
@@ -117,3 +117,43 @@ def test_a_header_without_newline_is_bounded_too() -> None:
     splitter.feed(b"a,b,c")
     with pytest.raises(BatchFileError, match="more than 2 columns"):
         splitter.close()
+
+
+def split(
+    data: bytes, *, rows: int = 2, block: int = 3, header: bool = True
+) -> tuple[bytes | None, list[bytes]]:
+    splitter = RecordSplitter(rows, quoted=True, header=header, max_record_bytes=1000)
+    chunks: list[bytes] = []
+    for start in range(0, len(data), block):
+        chunks += splitter.feed(data[start : start + block])
+    chunks += splitter.close()
+    return splitter.header, chunks
+
+
+def test_chunks_hold_whole_records_and_at_most_the_row_count() -> None:
+    header, chunks = split(b"h1,h2\r\n1,2\n3,4\n5,6\n7,8")
+    assert header == b"h1,h2"
+    assert b"".join(chunks) == b"1,2\n3,4\n5,6\n7,8\n"
+    assert all(chunk.endswith(b"\n") and chunk.count(b"\n") <= 2 for chunk in chunks)
+
+
+def test_a_byte_order_mark_is_dropped_even_when_split_across_blocks() -> None:
+    header, chunks = split(b"\xef\xbb\xbfa,b\n1,2\n", block=1)
+    assert header == b"a,b"
+    assert chunks == [b"1,2\n"]
+
+
+def test_a_newline_inside_quotes_does_not_end_a_record() -> None:
+    _, chunks = split(b'a,b\n1,"x\ny"\n2,z\n', rows=1, block=100)
+    assert chunks == [b'1,"x\ny"\n', b"2,z\n"]
+
+
+def test_a_header_without_rows_or_newline_is_still_a_header() -> None:
+    assert split(b"a,b") == (b"a,b", [])
+    assert split(b"") == (None, [])
+
+
+def test_a_record_longer_than_the_limit_is_refused() -> None:
+    splitter = RecordSplitter(10, quoted=False, header=False, max_record_bytes=10)
+    with pytest.raises(BatchFileError, match="a record is longer than 10 bytes"):
+        splitter.feed(b"x" * 11)
