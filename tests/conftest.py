@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -13,16 +12,11 @@ import pytest
 from moto import mock_aws
 
 from chalicelib.aliases import AliasStore
-from chalicelib.models import ArtifactFiles
 from chalicelib.registry import Registry
+from tests.demo_support import BATCH_BUCKET, MODEL_BUCKET, ROOT, model_bytes
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "models"
-MODEL_BUCKET = "turnout-models-dev"  # the dev stage's, as chalice.test sees it
-BATCH_BUCKET = "turnout-batch-dev"
 
 # Hermetic: never reach a real AWS account, whatever the developer's shell has.
 for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
@@ -44,16 +38,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if e2e in item.path.parents:
             item.add_marker(pytest.mark.e2e)
-
-
-def model_bytes(filename: str) -> bytes:
-    """A demo model from models/ (iris-v1.onnx, iris-v2.onnx, diabetes.onnx)."""
-    return (MODELS / filename).read_bytes()
-
-
-def artifact_files(directory: Path, max_bytes: int = 10**9) -> ArtifactFiles:
-    """A model file cache in ``directory`` (a test's tmp_path), bounded generously."""
-    return ArtifactFiles(str(directory), max_bytes)
 
 
 @pytest.fixture

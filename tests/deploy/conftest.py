@@ -16,8 +16,8 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
-from tests.conftest import ROOT
-from tests.deploy.iam_stack import PART_BYTES, STAGE, Credentials, IamStack
+from tests.demo_support import ROOT
+from tests.deploy.iam_support import PART_BYTES, STAGE, Credentials, IamStack
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -28,7 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def iam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamStack]:
-    """The enforcing moto server with the demo registry (see ``iam_stack``)."""
+    """The enforcing moto server with the demo registry (see ``iam_support``)."""
     log = tmp_path_factory.mktemp("iam-moto") / "moto.log"
     with IamStack(log) as stack:
         yield stack

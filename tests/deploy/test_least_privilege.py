@@ -17,7 +17,7 @@ from chalicelib.aliases import AliasStore, Capture
 from chalicelib.batch import shards as shard_rules
 from chalicelib.registry import Registry
 from tests.deploy.conftest import AppAs
-from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy
+from tests.deploy.iam_support import PART_BYTES, STAGE, IamStack, load_policy
 from tests.functional.test_batch import csv_text, expected_csv, iris_rows
 from tools.devstack import stage_settings
 
@@ -109,7 +109,7 @@ def test_each_policy_grants_exactly_what_its_function_needs(
 
 
 def test_every_function_of_every_stage_has_its_own_policy_file() -> None:
-    from tests.conftest import ROOT
+    from tests.demo_support import ROOT
 
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     assert config["autogen_policy"] is False

@@ -15,7 +15,7 @@ import pytest
 
 from app import app
 from bench.rest import proxy_event
-from tests.deploy.iam_stack import STAGE, IamStack, load_policy
+from tests.deploy.iam_support import STAGE, IamStack, load_policy
 from tests.functional.test_batch import csv_text, expected_csv, iris_rows
 from tools.devstack import stage_environment
 from tools.package import lambda_python, unpack
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.package
 MB = 1024 * 1024
 DIRECT_UPLOAD_LIMIT = 50 * MB  # a zip handed to Lambda's API (chalice deploy)
 UNZIPPED_LIMIT = 250 * MB  # the function's code and all its layers, unzipped
-RUNTIME = Path(__file__).with_name("lambda_runtime.py")
+RUNTIME = Path(__file__).with_name("artifact_bootstrap_child.py")
 
 
 def unzipped_bytes(archive: Path) -> int:
@@ -166,7 +166,7 @@ def invoke(
 
 def config_environment(function: str) -> dict[str, str]:
     """The variables ``.chalice/config.json`` gives ``function`` beyond its stage."""
-    from tests.conftest import ROOT
+    from tests.demo_support import ROOT
 
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     name = {

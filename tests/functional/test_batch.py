@@ -32,8 +32,8 @@ from chalicelib.models import open_session
 from chalicelib.predict import Predictor
 from chalicelib.registry import Registry, iso_timestamp, utc_now
 from chalicelib.traffic import choose_version
-from tests.conftest import BATCH_BUCKET, MODELS, ROOT
-from tests.emf_spec import emf_lines
+from tests.demo_support import BATCH_BUCKET, MODELS, ROOT
+from tests.emf_support import emf_lines
 from tests.functional.rest_support import remember_inspections
 from turnout_cli import cli as cli_module
 from turnout_cli.cli import cli

@@ -31,7 +31,7 @@ from chalicelib.batch import job, record
 from chalicelib.batch import shards as shard_rules
 from chalicelib.predict import Predictor
 from chalicelib.registry import Registry
-from tests.conftest import BATCH_BUCKET, ROOT
+from tests.demo_support import BATCH_BUCKET, ROOT
 from tests.functional.rest_support import remember_inspections
 from tests.functional.test_batch import (
     Batch,

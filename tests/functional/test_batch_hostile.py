@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from chalicelib.registry import Registry
-from tests.conftest import BATCH_BUCKET, MODEL_BUCKET, MODELS, ROOT
+from tests.demo_support import BATCH_BUCKET, MODEL_BUCKET, MODELS, ROOT
 from tests.functional.test_batch import HEADER, function_environment
 from tools.devstack import aws_environment, create_buckets, s3_client, start_moto
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tests.conftest import MODEL_BUCKET
+from tests.demo_support import MODEL_BUCKET
 from tests.functional.test_batch import (  # noqa: F401 (fixtures)
     Batch,
     batch_app,

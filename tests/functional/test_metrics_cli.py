@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from chalicelib import wiring
 from chalicelib.aliases import AliasStore, Shadow
-from tests.emf_spec import emf_lines
+from tests.emf_support import emf_lines
 from tests.functional.rest_support import (
     IRIS_ROWS,
     post_json,

@@ -12,7 +12,7 @@ from chalice.test import Client
 
 from chalicelib import wiring
 from chalicelib.aliases import AliasStore, Shadow
-from tests.emf_spec import emf_lines
+from tests.emf_support import emf_lines
 from tests.functional.rest_support import (
     IRIS_ROWS,
     post_json,

@@ -10,7 +10,7 @@ import pytest
 from chalicelib.models import ArtifactFiles, ModelCache
 from chalicelib.registry import Registry
 from chalicelib.version_manifest import Manifest
-from tests.conftest import artifact_files
+from tests.demo_support import artifact_files
 
 
 class CountingFetch:

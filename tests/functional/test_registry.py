@@ -22,7 +22,7 @@ from chalicelib.errors import (
 )
 from chalicelib.registry import ManifestCache, Registry
 from chalicelib.version_manifest import Signature, TensorSpec
-from tests.conftest import MODEL_BUCKET, model_bytes
+from tests.demo_support import MODEL_BUCKET, model_bytes
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -16,7 +16,7 @@ from chalice.test import Client, HTTPResponse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT
+from tests.demo_support import ROOT
 from tests.functional.rest_support import serving_client
 
 CHALICELIB = str(ROOT / "chalicelib")

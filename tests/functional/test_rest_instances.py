@@ -10,7 +10,7 @@ from chalice.test import Client
 
 from chalicelib.aliases import AliasStore
 from chalicelib.models import open_session
-from tests.conftest import MODELS
+from tests.demo_support import MODELS
 from tests.functional.rest_support import (
     IRIS_ROWS,
     post_json,

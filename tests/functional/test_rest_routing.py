@@ -19,8 +19,8 @@ from chalicelib.layout import version_prefix
 from chalicelib.registry import Registry
 from chalicelib.traffic import choose_version
 from chalicelib.version_manifest import Manifest
-from tests.conftest import MODEL_BUCKET
-from tests.emf_spec import emf_lines
+from tests.demo_support import MODEL_BUCKET
+from tests.emf_support import emf_lines
 from tests.functional.rest_support import (
     IRIS_ROWS,
     FakeClock,

@@ -13,7 +13,7 @@ from chalicelib import predict as predict_module
 from chalicelib import wiring
 from chalicelib.aliases import AliasStore
 from chalicelib.models import open_session
-from tests.conftest import MODELS
+from tests.demo_support import MODELS
 from tests.functional.rest_support import (
     IRIS_ROWS,
     post_json,

@@ -15,7 +15,7 @@ from chalicelib.version_manifest import (
     TensorSpec,
     classifier_outputs,
 )
-from tests.conftest import model_bytes
+from tests.demo_support import model_bytes
 
 # The demo models' signatures, as the registry reads them (see tests/functional).
 IRIS = Signature(
