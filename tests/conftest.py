@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import chalice.test
 import pytest
+from chalice.local import LambdaContext
 from moto import mock_aws
 
 from chalicelib.aliases import AliasStore
@@ -33,11 +36,24 @@ os.environ.update(
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests under tests/e2e (real HTTP, child processes) carry the ``e2e``
-    marker: ``pytest -m "not e2e"`` is the fast loop, ``make test`` runs all."""
+    marker, as does any other module that starts servers or child processes
+    (``pytestmark = pytest.mark.e2e``): ``make test-fast`` leaves them out,
+    ``make test`` runs all."""
     e2e = ROOT / "tests" / "e2e"
     for item in items:
         if e2e in item.path.parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def deployed_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give every ``chalice.test`` invocation 900 s to live, as a deployed batch
+    function has (its stage's ``lambda_timeout``), not chalice.test's 3 s."""
+    monkeypatch.setattr(
+        chalice.test,
+        "LambdaContext",
+        functools.partial(LambdaContext, max_runtime_ms=900_000),
+    )
 
 
 @pytest.fixture

@@ -3,27 +3,18 @@ fresh ``dev`` deployment, and the app run with one function's credentials."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import boto3
-import chalice.test
 import pytest
-from chalice.local import LambdaContext
 from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
 from tests.demo_support import ROOT
-from tests.deploy.iam_support import PART_BYTES, STAGE, Credentials, IamStack
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "package: builds the Lambda package (slow; -m 'not package')"
-    )
+from tests.deploy.iam_support import PART_BYTES, STAGE, AppAs, Credentials, IamStack
 
 
 @pytest.fixture(scope="session")
@@ -34,23 +25,17 @@ def iam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamStack]:
         yield stack
 
 
-AppAs = Callable[..., AbstractContextManager[Client]]
-
-
 @pytest.fixture
 def app_as(
-    iam_stack: IamStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    iam_stack: IamStack,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    deployed_timeout: None,
 ) -> AppAs:
     """``with app_as(keys, **settings) as client``: the app on the dev stage whose
     container (fresh, with those settings changed) reaches the enforcing moto
     server with ``keys``, through the real client factories of
     ``chalicelib.wiring``."""
-    # A deployed handle_batch_upload has 900 s, not chalice.test's 3.
-    monkeypatch.setattr(
-        chalice.test,
-        "LambdaContext",
-        functools.partial(LambdaContext, max_runtime_ms=900_000),
-    )
 
     @contextmanager
     def run_as(keys: Credentials, **changes: object) -> Iterator[Client]:

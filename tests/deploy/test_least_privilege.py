@@ -16,9 +16,8 @@ from chalice.test import Client
 from chalicelib.aliases import AliasStore, Capture
 from chalicelib.batch import shards as shard_rules
 from chalicelib.registry import Registry
-from tests.deploy.conftest import AppAs
-from tests.deploy.iam_support import PART_BYTES, STAGE, IamStack, load_policy
-from tests.functional.test_batch import csv_text, expected_csv, iris_rows
+from tests.deploy.iam_support import PART_BYTES, STAGE, AppAs, IamStack, load_policy
+from tests.functional.batch_support import csv_text, expected_csv, iris_rows
 from tools.devstack import stage_settings
 
 if TYPE_CHECKING:

@@ -24,11 +24,14 @@ import pytest
 
 from chalicelib.registry import Registry
 from tests.demo_support import BATCH_BUCKET, MODEL_BUCKET, MODELS, ROOT
-from tests.functional.test_batch import HEADER, function_environment
+from tests.functional.batch_support import HEADER, function_environment
 from tools.devstack import aws_environment, create_buckets, s3_client, start_moto
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+# A moto server and capped child processes: slow, so out of the edit loop.
+pytestmark = pytest.mark.e2e
 
 MIB = 1024 * 1024
 # The batch function's memory (.chalice/config.json) and a short time limit.

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 from chalice.test import Client
@@ -15,15 +13,9 @@ from tests.functional.rest_support import (
     IRIS_ROWS,
     post_json,
     served_by,
-    serving_client,
 )
 
 LABELS = ["setosa", "versicolor", "virginica"]
-
-
-@pytest.fixture
-def client(request: pytest.FixtureRequest) -> Iterator[Client]:
-    yield from serving_client(request)
 
 
 def test_a_classifier_answers_labels_and_probabilities(

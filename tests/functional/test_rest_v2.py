@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -21,11 +20,6 @@ from tests.functional.rest_support import (
     serving_client,
     v2_request,
 )
-
-
-@pytest.fixture
-def client(request: pytest.FixtureRequest) -> Iterator[Client]:
-    yield from serving_client(request)
 
 
 def run_directly(filename: str, rows: list[list[float]]) -> list[np.ndarray]:
