@@ -16,7 +16,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.demo_support import MODEL_BUCKET, MODELS
-from tests.e2e.support import cli_environment
+from tests.e2e.e2e_support import cli_environment
 
 TURNOUT = Path(sys.executable).with_name("turnout")
 
