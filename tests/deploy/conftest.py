@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -64,9 +65,18 @@ def app_as(
 
 
 @pytest.fixture(scope="session")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def package(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The dev stage's package, built once per session (``tools.package``): its
     folder holds deployment.zip, layer-deployment.zip and chalice.tf.json."""
     from tools.package import build_package
 
+    # The longest wait of the suite: say what it is, after the file's name (past
+    # pytest's output capture, as its own logging plugin writes live logs).
+    capture: Any = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        request.config.get_terminal_writer().write(
+            "(building the package: a minute or two the first time) ", flush=True
+        )
     return build_package(STAGE, tmp_path_factory.mktemp("package") / "out")
