@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import chalice.test
 import pytest
+from chalice.local import LambdaContext
 from moto import mock_aws
 
 from chalicelib.aliases.store import AliasStore
 from chalicelib.registry.versions import Registry
-from chalicelib.sessions import ArtifactFiles
+from tests.demo_support import BATCH_BUCKET, MODEL_BUCKET, ROOT, model_bytes
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "models"
-MODEL_BUCKET = "turnout-models-dev"  # the dev stage's, as chalice.test sees it
-BATCH_BUCKET = "turnout-batch-dev"
 
 # Hermetic: never reach a real AWS account, whatever the developer's shell has.
 for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
@@ -39,21 +36,24 @@ os.environ.update(
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests under tests/e2e (real HTTP, child processes) carry the ``e2e``
-    marker: ``pytest -m "not e2e"`` is the fast loop, ``make test`` runs all."""
+    marker, as does any other module that starts servers or child processes
+    (``pytestmark = pytest.mark.e2e``): ``make test-fast`` leaves them out,
+    ``make test`` runs all."""
     e2e = ROOT / "tests" / "e2e"
     for item in items:
         if e2e in item.path.parents:
             item.add_marker(pytest.mark.e2e)
 
 
-def model_bytes(filename: str) -> bytes:
-    """A demo model from models/ (iris-v1.onnx, iris-v2.onnx, diabetes.onnx)."""
-    return (MODELS / filename).read_bytes()
-
-
-def artifact_files(directory: Path, max_bytes: int = 10**9) -> ArtifactFiles:
-    """A model file cache in ``directory`` (a test's tmp_path), bounded generously."""
-    return ArtifactFiles(str(directory), max_bytes)
+@pytest.fixture
+def deployed_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give every ``chalice.test`` invocation 900 s to live, as a deployed batch
+    function has (its stage's ``lambda_timeout``), not chalice.test's 3 s."""
+    monkeypatch.setattr(
+        chalice.test,
+        "LambdaContext",
+        functools.partial(LambdaContext, max_runtime_ms=900_000),
+    )
 
 
 @pytest.fixture

@@ -3,54 +3,40 @@ fresh ``dev`` deployment, and the app run with one function's credentials."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import boto3
-import chalice.test
 import pytest
-from chalice.local import LambdaContext
 from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
-from tests.conftest import ROOT
-from tests.deploy.iam_stack import PART_BYTES, STAGE, Credentials, IamStack
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "package: builds the Lambda package (slow; -m 'not package')"
-    )
+from tests.demo_support import ROOT
+from tests.deploy.iam_support import PART_BYTES, STAGE, AppAs, Credentials, IamStack
 
 
 @pytest.fixture(scope="session")
 def iam_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamStack]:
-    """The enforcing moto server with the demo registry (see ``iam_stack``)."""
+    """The enforcing moto server with the demo registry (see ``iam_support``)."""
     log = tmp_path_factory.mktemp("iam-moto") / "moto.log"
     with IamStack(log) as stack:
         yield stack
 
 
-AppAs = Callable[..., AbstractContextManager[Client]]
-
-
 @pytest.fixture
 def app_as(
-    iam_stack: IamStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    iam_stack: IamStack,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    deployed_timeout: None,
 ) -> AppAs:
     """``with app_as(keys, **settings) as client``: the app on the dev stage whose
     container (fresh, with those settings changed) reaches the enforcing moto
     server with ``keys``, through the real client factories of
     ``chalicelib.wiring``."""
-    # A deployed handle_batch_upload has 900 s, not chalice.test's 3.
-    monkeypatch.setattr(
-        chalice.test,
-        "LambdaContext",
-        functools.partial(LambdaContext, max_runtime_ms=900_000),
-    )
 
     @contextmanager
     def run_as(keys: Credentials, **changes: object) -> Iterator[Client]:
@@ -79,9 +65,18 @@ def app_as(
 
 
 @pytest.fixture(scope="session")
-def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def package(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """The dev stage's package, built once per session (``tools.package``): its
     folder holds deployment.zip, layer-deployment.zip and chalice.tf.json."""
     from tools.package import build_package
 
+    # The longest wait of the suite: say what it is, after the file's name (past
+    # pytest's output capture, as its own logging plugin writes live logs).
+    capture: Any = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        request.config.get_terminal_writer().write(
+            "(building the package: a minute or two the first time) ", flush=True
+        )
     return build_package(STAGE, tmp_path_factory.mktemp("package") / "out")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from chalice.test import Client
 
 from app import app
-from tests.conftest import ROOT
+from tests.demo_support import ROOT
 
 HEALTH = ("/v2/health/live", "/v2/health/ready")
 

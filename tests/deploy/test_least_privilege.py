@@ -17,9 +17,8 @@ from chalicelib.aliases.document import Capture
 from chalicelib.aliases.store import AliasStore
 from chalicelib.batch.fanout import plan as shard_rules
 from chalicelib.registry.versions import Registry
-from tests.deploy.conftest import AppAs
-from tests.deploy.iam_stack import PART_BYTES, STAGE, IamStack, load_policy
-from tests.functional.test_batch import csv_text, expected_csv, iris_rows
+from tests.deploy.iam_support import PART_BYTES, STAGE, AppAs, IamStack, load_policy
+from tests.functional.batch_support import csv_text, expected_csv, iris_rows
 from tools.devstack.stage import stage_settings
 
 if TYPE_CHECKING:
@@ -110,7 +109,7 @@ def test_each_policy_grants_exactly_what_its_function_needs(
 
 
 def test_every_function_of_every_stage_has_its_own_policy_file() -> None:
-    from tests.conftest import ROOT
+    from tests.demo_support import ROOT
 
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     assert config["autogen_policy"] is False

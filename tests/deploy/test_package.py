@@ -15,8 +15,13 @@ import pytest
 
 from app import app
 from bench.rest import proxy_event
-from tests.deploy.iam_stack import STAGE, IamStack, load_policy
-from tests.functional.test_batch import csv_text, expected_csv, iris_rows
+from tests.deploy.iam_support import STAGE, IamStack, load_policy
+from tests.functional.batch_support import (
+    csv_text,
+    expected_csv,
+    function_environment,
+    iris_rows,
+)
 from tools.devstack.stage import stage_environment
 from tools.package import lambda_python, unpack
 
@@ -25,7 +30,7 @@ pytestmark = pytest.mark.package
 MB = 1024 * 1024
 DIRECT_UPLOAD_LIMIT = 50 * MB  # a zip handed to Lambda's API (chalice deploy)
 UNZIPPED_LIMIT = 250 * MB  # the function's code and all its layers, unzipped
-RUNTIME = Path(__file__).with_name("lambda_runtime.py")
+RUNTIME = Path(__file__).with_name("artifact_bootstrap_child.py")
 
 
 def unzipped_bytes(archive: Path) -> int:
@@ -166,18 +171,12 @@ def invoke(
 
 def config_environment(function: str) -> dict[str, str]:
     """The variables ``.chalice/config.json`` gives ``function`` beyond its stage."""
-    from tests.conftest import ROOT
-
-    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     name = {
         "api": "api_handler",
         "batch": "handle_batch_upload",
         "shard": "handle_batch_shard",
     }[function]
-    variables: dict[str, str] = config["stages"][STAGE]["lambda_functions"][name].get(
-        "environment_variables", {}
-    )
-    return variables
+    return function_environment(name, STAGE)
 
 
 def s3_event(bucket: str, key: str) -> dict[str, Any]:

@@ -5,17 +5,13 @@ session, an HTTP client on it, and waits for what its S3 events produce."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.support import HttpClient
+from tests.e2e.e2e_support import STARTUP_TIMEOUT, HttpClient, eventually
 from tools.devstack.stack import DevStack
-
-# Startup on a loaded 2-core machine can be slow; a healthy stack takes seconds.
-STARTUP_TIMEOUT = 120.0
 
 
 @pytest.fixture(scope="session")
@@ -45,19 +41,19 @@ def wait_for_object(dev_stack: DevStack) -> Callable[..., bytes]:
     the object exists and return its bytes; fails with the stack's logs."""
 
     def wait(bucket: str, key: str, timeout: float = 30.0) -> bytes:
-        deadline = time.monotonic() + timeout
-        while True:
+        def stored() -> Any:
             try:
-                response = dev_stack.s3.get_object(Bucket=bucket, Key=key)
+                return dev_stack.s3.get_object(Bucket=bucket, Key=key)
             except dev_stack.s3.exceptions.NoSuchKey:
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"s3://{bucket}/{key} did not appear within {timeout:.0f} s\n"
-                        + dev_stack.logs()
-                    )
-                time.sleep(0.2)
-            else:
-                return response["Body"].read()
+                return None
+
+        response = eventually(
+            stored,
+            timeout=timeout,
+            message=lambda: f"s3://{bucket}/{key} did not appear\n" + dev_stack.logs(),
+        )
+        data: bytes = response["Body"].read()
+        return data
 
     return wait
 
@@ -71,24 +67,27 @@ def wait_for_batch(dev_stack: DevStack) -> Callable[..., dict[str, Any]]:
     def wait(key: str, timeout: float = 30.0) -> dict[str, Any]:
         assert key.startswith("incoming/"), key
         manifest_key = "outgoing/" + key[len("incoming/") :] + ".manifest.json"
-        deadline = time.monotonic() + timeout
-        while True:
+
+        manifest: dict[str, Any] = {}
+
+        def finished() -> dict[str, Any] | None:
+            nonlocal manifest
             try:
                 response = dev_stack.s3.get_object(
                     Bucket=dev_stack.batch_bucket, Key=manifest_key
                 )
             except dev_stack.s3.exceptions.NoSuchKey:
-                manifest: dict[str, Any] = {}
-            else:
-                manifest = json.loads(response["Body"].read())
-            if manifest.get("status", "running") != "running":
-                return manifest
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"no finished manifest s3://{dev_stack.batch_bucket}/"
-                    f"{manifest_key} within {timeout:.0f} s (last: {manifest})\n"
-                    + dev_stack.logs()
-                )
-            time.sleep(0.2)
+                return None
+            manifest = json.loads(response["Body"].read())
+            return None if manifest.get("status", "running") == "running" else manifest
+
+        return eventually(
+            finished,
+            timeout=timeout,
+            message=lambda: (
+                f"no finished manifest s3://{dev_stack.batch_bucket}/"
+                f"{manifest_key} (last: {manifest})\n" + dev_stack.logs()
+            ),
+        )
 
     return wait

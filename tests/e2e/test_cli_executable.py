@@ -15,8 +15,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.conftest import MODEL_BUCKET, MODELS
-from tests.e2e.support import cli_environment
+from tests.demo_support import MODEL_BUCKET, MODELS
+from tests.e2e.e2e_support import cli_environment
 
 TURNOUT = Path(sys.executable).with_name("turnout")
 

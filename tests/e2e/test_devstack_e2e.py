@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import HttpClient, eventually
+from tests.e2e.e2e_support import HttpClient, eventually
 from tools.devstack.processes import answers_http
 from tools.devstack.stage import ROOT
 
@@ -252,17 +252,18 @@ def test_nothing_make_dev_started_survives_however_it_is_stopped(
             repeat_until_gone(make, signal.SIGTERM)
         make.wait(60)
 
-        survivors = eventually(
-            lambda: {
+        def survivors() -> dict[int, str]:
+            return {
                 pid: command
                 for pid, command in processes_of_the_checkout(marker).items()
                 if pid not in before
-            },
-            lambda found: not found,
-            "processes make dev started",
+            }
+
+        eventually(
+            lambda: not survivors(),
             timeout=10.0,
+            message=lambda: f"processes make dev started still run: {survivors()}",
         )
-        assert survivors == {}
         if how != "stack-killed":  # a killed stack cannot tidy up
             assert not env_file.exists()  # it would send a shell to a stopped stack
     finally:

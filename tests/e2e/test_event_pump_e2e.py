@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from chalice.app import S3Event
 from click.testing import CliRunner, Result
 
+from tests.e2e.e2e_support import eventually
 from tools.devstack.emulator import EventPump
 from tools.devstack.notifications import connect_bucket_events
 from tools.devstack.seed import create_buckets
@@ -36,10 +36,20 @@ def private_pump(
 
 
 def pump_until(pump: EventPump, events: int) -> int:
+    """Poll until ``events`` were delivered; how many were."""
     delivered = 0
-    deadline = time.monotonic() + POLL_TIMEOUT
-    while delivered < events and time.monotonic() < deadline:
-        delivered += pump.poll()
+
+    def enough() -> bool:
+        nonlocal delivered
+        delivered += pump.poll()  # a long poll: it waits for messages itself
+        return delivered >= events
+
+    eventually(
+        enough,
+        timeout=POLL_TIMEOUT,
+        interval=0,
+        message=lambda: f"{delivered} of {events} events delivered",
+    )
     return delivered
 
 

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import STARTUP_TIMEOUT
-from tests.e2e.support import cli_environment
-from tests.functional.test_batch import csv_text, expected_csv, iris_rows
+from tests.e2e.e2e_support import STARTUP_TIMEOUT, cli_environment
+from tests.functional.batch_support import csv_text, expected_csv, iris_rows
 from tools.devstack.stack import DevStack
 from tools.devstack.stage import ROOT
 

@@ -1,6 +1,6 @@
 """Work after the answer on Lambda: the internal extension against a fake Lambda
 Runtime API and Extensions API (pytest-localserver), with the app as Lambda's
-Python runtime would run it (``tests/e2e/lambda_runtime.py``), on the dev
+Python runtime would run it (``tests/e2e/runtime_api_child.py``), on the dev
 stack's moto server."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from werkzeug.wrappers import Request, Response
 from bench.rest import proxy_event
 from chalicelib.aliases.document import Capture, Shadow
 from chalicelib.capture import read_capture
-from tests.emf_spec import emf_lines
+from tests.emf_support import emf_lines
 from tools.devstack.clients import aws_environment
 from tools.devstack.processes import ChildProcess
 from tools.devstack.seed import create_buckets
@@ -159,7 +159,7 @@ def test_the_response_is_posted_and_the_extension_asks_for_next_only_after_the_w
     log = tmp_path / "runtime.log"
     runtime = ChildProcess(
         "lambda runtime",
-        [sys.executable, "-m", "tests.e2e.lambda_runtime"],
+        [sys.executable, "-m", "tests.e2e.runtime_api_child"],
         environment=aws_environment(dev_stack.endpoint_url)
         | stage_environment()
         | {

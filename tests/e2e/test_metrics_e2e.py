@@ -5,30 +5,17 @@ and ``turnout metrics`` read."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from click.testing import CliRunner
 
-from tests.e2e.support import HttpClient
+from tests.e2e.e2e_support import HttpClient, eventually
 from tools.devstack.clients import cloudwatch_client
 from tools.devstack.stack import DevStack
 from turnout_cli.cli import cli
 
 ALIAS = "metrics-e2e"
-
-
-def eventually[T](read: Callable[[], T], done: Callable[[T], bool], what: str) -> T:
-    """Poll ``read`` until ``done`` says so (30 s at most)."""
-    deadline = time.monotonic() + 30.0
-    while True:
-        value = read()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"{what}: still {value!r}"
-        time.sleep(0.2)
 
 
 def test_requests_become_metrics_in_the_dev_stacks_cloudwatch(
@@ -65,10 +52,15 @@ def test_requests_become_metrics_in_the_dev_stacks_cloudwatch(
         )["Datapoints"]
         return datapoints
 
-    points = eventually(
-        requests, lambda p: sum(d["Sum"] for d in p) >= 2, "Requests in CloudWatch"
+    def total() -> float:
+        counted: float = sum(point["Sum"] for point in requests())
+        return counted
+
+    eventually(
+        lambda: total() >= 2,
+        message=lambda: f"Requests in CloudWatch: still {requests()!r}",
     )
-    assert sum(d["Sum"] for d in points) == 2
+    assert total() == 2
 
     endpoint = ["--endpoint-url", dev_stack.endpoint_url]
     result = CliRunner().invoke(

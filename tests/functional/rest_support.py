@@ -16,7 +16,7 @@ from app import app
 from chalicelib import sessions as models
 from chalicelib import wiring
 from chalicelib.registry import versions as registry_module
-from tests.conftest import ROOT
+from tests.demo_support import ROOT
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
 

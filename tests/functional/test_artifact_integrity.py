@@ -12,7 +12,7 @@ from chalicelib.errors import ModelIntegrityError
 from chalicelib.registry.manifest import Manifest, TensorSpec
 from chalicelib.registry.versions import Registry
 from chalicelib.sessions import ModelCache, sha256_hex
-from tests.conftest import MODEL_BUCKET, artifact_files, model_bytes
+from tests.demo_support import MODEL_BUCKET, artifact_files, model_bytes
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

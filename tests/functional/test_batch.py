@@ -3,14 +3,11 @@ generated S3 events), against moto; predictions checked against onnxruntime."""
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
 import logging
 import re
 import threading
-from collections import ChainMap
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
@@ -18,198 +15,35 @@ from urllib.parse import quote_plus
 import chalice.test
 import moto.s3.models
 import numpy as np
-import onnxruntime
 import pytest
 from chalice.local import LambdaContext
-from chalice.test import Client
 from click.testing import CliRunner, Result
 
-from app import app
-from chalicelib import wiring
-from chalicelib.batch import job, keys, record
-from chalicelib.batch.runtime import BatchRuntime
+from chalicelib.batch import keys, record
 from chalicelib.clock import iso_timestamp, utc_now
-from chalicelib.config import Settings
 from chalicelib.predictor import Predictor
-from chalicelib.registry.versions import Registry
-from chalicelib.sessions import open_session
 from chalicelib.traffic import choose_version
-from tests.conftest import BATCH_BUCKET, MODELS, ROOT
-from tests.emf_spec import emf_lines
-from tests.functional.rest_support import remember_inspections
+from tests.demo_support import BATCH_BUCKET
+from tests.emf_support import emf_lines
+from tests.functional.batch_support import (
+    HEADER,
+    LABELS,
+    PREDICTION_COLUMNS,
+    Batch,
+    count_runs,
+    csv_text,
+    expected_csv,
+    function_environment,
+    iris_cells,
+    iris_rows,
+    process,
+    session,
+)
 from turnout_cli import cli as cli_module
 from turnout_cli.cli import cli
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-
-LABELS = ("setosa", "versicolor", "virginica")
-HEADER = "sepal_length,sepal_width,petal_length,petal_width,id"
-PREDICTION_COLUMNS = [
-    "label",
-    "probability_setosa",
-    "probability_versicolor",
-    "probability_virginica",
-]
-
-
-def function_environment() -> dict[str, str]:
-    """The environment ``.chalice/config.json`` gives the deployed batch function
-    beyond its stage's."""
-    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
-    function = config["stages"]["dev"]["lambda_functions"]["handle_batch_upload"]
-    environment: dict[str, str] = function.get("environment_variables", {})
-    return environment
-
-
-@functools.cache
-def session(filename: str) -> onnxruntime.InferenceSession:
-    """A session as the batch function opens it: onnxruntime's results can differ
-    in the last bit with the number of threads."""
-    threads = Settings.from_env(function_environment()).session_threads
-    return open_session(str(MODELS / filename), threads=threads)
-
-
-def iris_cells(version: int, rows: list[list[float]]) -> list[list[str]]:
-    """The prediction cells the batch output must hold, from onnxruntime directly."""
-    labels, probabilities = session(f"iris-v{version}.onnx").run(
-        None, {"float_input": np.array(rows, np.float32)}
-    )
-    return [
-        [LABELS[int(label)], *(f"{float(p):.6f}" for p in row)]
-        for label, row in zip(labels, probabilities, strict=True)
-    ]
-
-
-def iris_rows(count: int, seed: int = 0) -> list[list[float]]:
-    rng = np.random.default_rng(seed)
-    return np.round(rng.uniform(0.1, 7.9, size=(count, 4)), 1).tolist()  # type: ignore[no-any-return]
-
-
-def csv_text(rows: list[list[float]], header: str = HEADER) -> str:
-    lines = [header] + [
-        ",".join([*map(str, row), f"id-{i}"]) for i, row in enumerate(rows)
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def expected_csv(version: int, rows: list[list[float]], header: str = HEADER) -> str:
-    cells = iris_cells(version, rows)
-    lines = [",".join([header, *PREDICTION_COLUMNS])]
-    for i, (row, predicted) in enumerate(zip(rows, cells, strict=True)):
-        lines.append(",".join([*map(str, row), f"id-{i}", *predicted]))
-    return "\n".join(lines) + "\n"
-
-
-class Batch:
-    """The app's batch function on a moto bucket, with helpers to upload, deliver
-    events and read what came out."""
-
-    def __init__(self, s3: S3Client, client: Client) -> None:
-        self.s3 = s3
-        self.client = client
-
-    def upload(self, key: str, body: bytes | str) -> str:
-        data = body.encode() if isinstance(body, str) else body
-        return self.s3.put_object(Bucket=BATCH_BUCKET, Key=key, Body=data)["ETag"]
-
-    def event(self, key: str) -> dict[str, Any]:
-        """An S3 event as S3 sends it: the key URL-encoded, spaces as '+'."""
-        return self.client.events.generate_s3_event(
-            bucket=BATCH_BUCKET, key=quote_plus(key, safe="/")
-        )
-
-    def deliver(self, key: str) -> dict[str, Any]:
-        response = self.client.lambda_.invoke("handle_batch_upload", self.event(key))
-        payload: dict[str, Any] = response.payload
-        return payload
-
-    def run(self, key: str, body: bytes | str) -> dict[str, Any]:
-        """Upload ``body`` at ``key``, deliver its event; the manifest written."""
-        self.upload(key, body)
-        self.deliver(key)
-        return self.manifest(key)
-
-    def read(self, key: str) -> bytes:
-        return self.s3.get_object(Bucket=BATCH_BUCKET, Key=key)["Body"].read()
-
-    def manifest(self, key: str) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(
-            self.read(self.base(key) + ".manifest.json")
-        )
-        return document
-
-    def output(self, key: str) -> str:
-        data = self.read(self.base(key) + ".out")
-        return (gzip.decompress(data) if key.endswith(".gz") else data).decode()
-
-    def errors(self, key: str) -> list[dict[str, Any]]:
-        data = self.read(self.base(key) + ".errors.jsonl")
-        return [json.loads(line) for line in data.splitlines()]
-
-    def stored(self) -> set[str]:
-        listing = self.s3.list_objects_v2(Bucket=BATCH_BUCKET)
-        return {item["Key"] for item in listing.get("Contents", [])}
-
-    def uploads_in_progress(self) -> list[str]:
-        listing = self.s3.list_multipart_uploads(Bucket=BATCH_BUCKET)
-        return [item["Key"] for item in listing.get("Uploads", [])]
-
-    def head(self, key: str) -> dict[str, Any]:
-        response: dict[str, Any] = dict(
-            self.s3.head_object(Bucket=BATCH_BUCKET, Key=key)
-        )
-        return response
-
-    @staticmethod
-    def base(key: str) -> str:
-        return keys.outputs_base(key)
-
-
-@pytest.fixture
-def settings_changes() -> dict[str, Any]:
-    """Settings the test wants changed (override in a test with a parametrize or
-    by mutating the dictionary before the first delivery)."""
-    return {}
-
-
-@pytest.fixture
-def batch_app(
-    s3: S3Client,
-    demo_registry: Registry,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Any,
-    settings_changes: dict[str, Any],
-) -> Iterator[Batch]:
-    remember_inspections(monkeypatch)
-    # chalice.test gives every invocation a context with 3 s to live; a deployed
-    # handle_batch_upload has its stage's lambda_timeout (900 s).
-    monkeypatch.setattr(
-        chalice.test,
-        "LambdaContext",
-        functools.partial(LambdaContext, max_runtime_ms=900_000),
-    )
-
-    # The stage's environment wins over the test's own: change the settings (a
-    # live view: tests change settings_changes before the first invocation).
-    cache = {"model_cache_dir": str(tmp_path / "models")}
-    wiring.install(wiring.Container(overrides=ChainMap(settings_changes, cache)))
-    with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
-        yield Batch(s3, client)
-    wiring.reset()
-
-
-def count_runs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the rows of every prediction the core runs."""
-    runs: list[int] = []
-    run = Predictor.run
-
-    def counted(self: Predictor, target: Any, inputs: Any, **options: Any) -> Any:
-        runs.append(len(next(iter(inputs.values()))))
-        return run(self, target, inputs, **options)
-
-    monkeypatch.setattr(Predictor, "run", counted)
-    return runs
+    pass
 
 
 # -- formats and keys ------------------------------------------------------------
@@ -645,18 +479,6 @@ def test_a_late_event_for_a_replaced_object_changes_nothing(batch_app: Batch) ->
     # The second upload's own event then finds it done.
     assert batch_app.deliver(key)["action"] == "skipped"
     assert batch_app.output(key) == expected_csv(1, new)
-
-
-def process(batch_app: Batch, key: str, **options: Any) -> dict[str, Any] | None:
-    """The batch function without the Lambda runtime around it."""
-    arguments: dict[str, Any] = {
-        "s3": batch_app.s3,
-        "predictor": wiring.predictor(),
-        "settings": wiring.settings(),
-        "seconds_left": lambda: 900.0,
-        **options,
-    }
-    return job.process_upload(BATCH_BUCKET, key, BatchRuntime(**arguments))
 
 
 @pytest.fixture

@@ -6,41 +6,37 @@ the same file predicted in one invocation."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import gzip
 import io
 import itertools
 import json
 import re
-from collections import ChainMap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
-import chalice.test
 import moto.s3.models
 import pytest
-from chalice.local import LambdaContext
 from chalice.test import Client
 from click.testing import CliRunner, Result
 
-from app import app
 from chalicelib import wiring
-from chalicelib.batch import job, record
+from chalicelib.batch import record
 from chalicelib.batch.fanout import plan as shard_rules
-from chalicelib.batch.runtime import BatchRuntime
 from chalicelib.predictor import Predictor
 from chalicelib.registry.versions import Registry
-from tests.conftest import BATCH_BUCKET, ROOT
-from tests.functional.rest_support import remember_inspections
-from tests.functional.test_batch import (
+from tests.demo_support import BATCH_BUCKET
+from tests.functional.batch_support import (
     Batch,
+    batch_functions,
     count_runs,
     csv_text,
     expected_csv,
     iris_rows,
+    process,
 )
+from tests.functional.rest_support import remember_inspections
 from tools.devstack.notifications import create_shard_queue
 from turnout_cli import cli as cli_module
 from turnout_cli.cli import cli
@@ -135,24 +131,15 @@ def fanout(
     s3: S3Client,
     demo_registry: Registry,
     monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Any,
+    tmp_path: Path,
     settings_changes: dict[str, Any],
+    deployed_timeout: None,
 ) -> Iterator[FanOut]:
     remember_inspections(monkeypatch)
-    monkeypatch.setattr(
-        chalice.test,
-        "LambdaContext",
-        functools.partial(LambdaContext, max_runtime_ms=900_000),
-    )
     sqs: SQSClient = boto3.client("sqs", region_name="us-east-1")
     create_shard_queue(sqs, QUEUE, attempts=ATTEMPTS)
-    cache = {"model_cache_dir": str(tmp_path / "models")}
-    wiring.install(
-        wiring.Container(overrides=ChainMap(settings_changes, cache), sqs=sqs)
-    )
-    with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
+    with batch_functions(settings_changes, tmp_path, sqs=sqs) as client:
         yield FanOut(s3, client, sqs)
-    wiring.reset()
 
 
 def rows_with_rejections(count: int) -> tuple[list[list[float]], str]:
@@ -168,16 +155,7 @@ def single_invocation(fanout: FanOut, key: str, body: str) -> dict[str, Any]:
     """The file predicted by the batch function alone: no queue to fan out to
     (after a first invocation, which read the stage's settings)."""
     fanout.upload(key, body)
-    job.process_upload(
-        BATCH_BUCKET,
-        key,
-        BatchRuntime(
-            s3=fanout.s3,
-            predictor=wiring.predictor(),
-            settings=wiring.settings(),
-            seconds_left=lambda: 900.0,
-        ),
-    )
+    process(fanout, key)
     return fanout.manifest(key)
 
 

@@ -23,14 +23,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from chalicelib.registry.versions import Registry
-from tests.conftest import BATCH_BUCKET, MODEL_BUCKET, MODELS, ROOT
-from tests.functional.test_batch import HEADER, function_environment
+from tests.demo_support import BATCH_BUCKET, MODEL_BUCKET, MODELS, ROOT
+from tests.functional.batch_support import HEADER, function_environment
 from tools.devstack.clients import aws_environment, s3_client
 from tools.devstack.processes import start_moto
 from tools.devstack.seed import create_buckets
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+# A moto server and capped child processes: slow, so out of the edit loop.
+pytestmark = pytest.mark.e2e
 
 MIB = 1024 * 1024
 # The batch function's memory (.chalice/config.json) and a short time limit.

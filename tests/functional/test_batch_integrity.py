@@ -5,21 +5,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tests.conftest import MODEL_BUCKET
-from tests.functional.test_batch import (  # noqa: F401 (fixtures)
-    Batch,
-    batch_app,
-    csv_text,
-    iris_rows,
-    settings_changes,
-)
+from tests.demo_support import MODEL_BUCKET
+from tests.functional.batch_support import Batch, csv_text, iris_rows
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
 def test_a_corrupt_manifest_fails_the_job_without_a_retry(
-    batch_app: Batch,  # noqa: F811 (the fixture imported above)
+    batch_app: Batch,
     s3: S3Client,
 ) -> None:
     key = "models/iris/versions/2/manifest.json"

@@ -18,8 +18,8 @@ from chalicelib.aliases.document import Capture, Shadow
 from chalicelib.aliases.store import AliasStore
 from chalicelib.capture import read_capture
 from chalicelib.errors import AliasNotFoundError, InvalidAliasError
-from tests.conftest import MODEL_BUCKET
-from tests.emf_spec import emf_lines
+from tests.demo_support import MODEL_BUCKET
+from tests.emf_support import emf_lines
 from tests.functional.rest_support import (
     IRIS_ROWS,
     FakeClock,

@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from chalicelib.aliases.document import Shadow
 from chalicelib.aliases.store import AliasStore
 from chalicelib.registry.versions import Registry
-from tests.conftest import MODEL_BUCKET, MODELS
+from tests.demo_support import MODEL_BUCKET, MODELS
 from turnout_cli import cli as cli_module
 from turnout_cli.cli import cli
 

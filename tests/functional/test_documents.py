@@ -8,7 +8,7 @@ import pytest
 
 from chalicelib.documents import NOT_MODIFIED, JsonDocuments
 from chalicelib.errors import DocumentConflictError
-from tests.conftest import MODEL_BUCKET
+from tests.demo_support import MODEL_BUCKET
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -16,11 +15,10 @@ from click.testing import CliRunner
 from chalicelib import wiring
 from chalicelib.aliases.document import Shadow
 from chalicelib.aliases.store import AliasStore
-from tests.emf_spec import emf_lines
+from tests.emf_support import emf_lines
 from tests.functional.rest_support import (
     IRIS_ROWS,
     post_json,
-    serving_client,
     v2_request,
 )
 from tools.emf_forward import forward
@@ -28,11 +26,6 @@ from turnout_cli import cli as cli_module
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-@pytest.fixture
-def client(request: pytest.FixtureRequest) -> Iterator[Client]:
-    yield from serving_client(request)
 
 
 def turnout_metrics(monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 
 import pytest
 from chalice.test import Client
@@ -13,18 +12,12 @@ from chalice.test import Client
 from chalicelib import wiring
 from chalicelib.aliases.document import Shadow
 from chalicelib.aliases.store import AliasStore
-from tests.emf_spec import emf_lines
+from tests.emf_support import emf_lines
 from tests.functional.rest_support import (
     IRIS_ROWS,
     post_json,
-    serving_client,
     v2_request,
 )
-
-
-@pytest.fixture
-def client(request: pytest.FixtureRequest) -> Iterator[Client]:
-    yield from serving_client(request)
 
 
 def test_each_prediction_writes_one_line_of_metrics_and_log_fields(

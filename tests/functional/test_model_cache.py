@@ -10,7 +10,7 @@ import pytest
 from chalicelib.registry.manifest import Manifest
 from chalicelib.registry.versions import Registry
 from chalicelib.sessions import ArtifactFiles, ModelCache
-from tests.conftest import artifact_files
+from tests.demo_support import artifact_files
 
 
 class CountingFetch:

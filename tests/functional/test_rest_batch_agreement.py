@@ -15,8 +15,8 @@ from chalice.test import Client
 
 from chalicelib.aliases.store import AliasStore
 from chalicelib.registry.versions import Registry
-from tests.conftest import BATCH_BUCKET
-from tests.functional.onnx_models import identity_model
+from tests.demo_support import BATCH_BUCKET
+from tests.functional.onnx_support import identity_model
 from tests.functional.rest_support import serving_client
 
 if TYPE_CHECKING:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,11 +25,6 @@ ROUTES = [
     "/v2/models/iris/versions/1/infer",
     "/models/iris/predict",
 ]
-
-
-@pytest.fixture
-def client(request: pytest.FixtureRequest) -> Iterator[Client]:
-    yield from serving_client(request)
 
 
 def refusal(response: HTTPResponse) -> tuple[int, str]:

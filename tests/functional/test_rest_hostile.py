@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -16,8 +16,7 @@ from chalice.test import Client, HTTPResponse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT
-from tests.functional.rest_support import serving_client
+from tests.demo_support import ROOT
 
 CHALICELIB = str(ROOT / "chalicelib")
 
@@ -34,11 +33,6 @@ HOSTILE = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-
-
-@pytest.fixture
-def client(request: pytest.FixtureRequest) -> Iterator[Client]:
-    yield from serving_client(request)
 
 
 def post(

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 from chalice.test import Client
 
 from chalicelib.aliases.store import AliasStore
 from chalicelib.sessions import open_session
-from tests.conftest import MODELS
+from tests.demo_support import MODELS
 from tests.functional.rest_support import (
     IRIS_ROWS,
     post_json,
     served_by,
-    serving_client,
 )
 
 LABELS = ["setosa", "versicolor", "virginica"]
-
-
-@pytest.fixture
-def client(request: pytest.FixtureRequest) -> Iterator[Client]:
-    yield from serving_client(request)
 
 
 def test_a_classifier_answers_labels_and_probabilities(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,8 +19,8 @@ from chalicelib.layout import version_prefix
 from chalicelib.registry.manifest import Manifest
 from chalicelib.registry.versions import Registry
 from chalicelib.traffic import choose_version
-from tests.conftest import MODEL_BUCKET
-from tests.emf_spec import emf_lines
+from tests.demo_support import MODEL_BUCKET
+from tests.emf_support import emf_lines
 from tests.functional.rest_support import (
     IRIS_ROWS,
     FakeClock,
@@ -33,11 +32,6 @@ from tests.functional.rest_support import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-@pytest.fixture
-def client(request: pytest.FixtureRequest) -> Iterator[Client]:
-    yield from serving_client(request)
 
 
 def tamper(s3: S3Client, name: str, version: int) -> None:

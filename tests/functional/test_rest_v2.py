@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from chalicelib import predictor as predict_module
 from chalicelib import wiring
 from chalicelib.aliases.store import AliasStore
 from chalicelib.sessions import open_session
-from tests.conftest import MODELS
+from tests.demo_support import MODELS
 from tests.functional.rest_support import (
     IRIS_ROWS,
     post_json,
@@ -21,11 +20,6 @@ from tests.functional.rest_support import (
     serving_client,
     v2_request,
 )
-
-
-@pytest.fixture
-def client(request: pytest.FixtureRequest) -> Iterator[Client]:
-    yield from serving_client(request)
 
 
 def run_directly(filename: str, rows: list[list[float]]) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ from chalicelib.observe import (
     Observers,
     observe_batch_file,
 )
-from tests.emf_spec import check_emf, emf_lines
+from tests.emf_support import check_emf, emf_lines
 
 NOW = 1_796_000_000.25  # seconds since the epoch
 REQUEST_METRICS = [

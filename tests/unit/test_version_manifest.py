@@ -15,7 +15,7 @@ from chalicelib.registry.manifest import (
     classifier_outputs,
 )
 from chalicelib.sessions import ModelHeader, read_model_header
-from tests.conftest import model_bytes
+from tests.demo_support import model_bytes
 
 # The demo models' signatures, as the registry reads them (see tests/functional).
 IRIS = Signature(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +27,7 @@ from tools.devstack.seed import create_buckets, seed_registry
 from tools.devstack.stage import LOOPBACK, REGION, ROOT, stage_settings
 
 if TYPE_CHECKING:
+    from chalice.test import Client
     from mypy_boto3_s3 import S3Client
 
 STAGE = "dev"
@@ -32,6 +35,8 @@ FUNCTIONS = ("api", "batch", "shard")
 # moto refuses multipart parts under 5 MiB; a small limit lets a test file of a
 # few thousand rows take the batch function's multipart path.
 PART_BYTES = 64 * 1024
+# ``with app_as(keys, **settings) as client``: the ``app_as`` fixture's type.
+AppAs = Callable[..., AbstractContextManager["Client"]]
 ADMIN_POLICY = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],

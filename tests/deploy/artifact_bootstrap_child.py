@@ -1,7 +1,7 @@
 """Lambda's part in the artifact test, run by a bare interpreter that sees only
 the unzipped package (``tools.package.lambda_python``)::
 
-    python -S -s -P lambda_runtime.py app.app < events.json
+    python -S -s -P artifact_bootstrap_child.py app.app < events.json
 
 Imports the handler as Lambda's bootstrap does, answers each event of the JSON
 list on stdin, and prints one JSON object: the answers, and every module that

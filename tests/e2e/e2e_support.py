@@ -1,4 +1,6 @@
-"""Real HTTP for the end-to-end tests, with nothing but the standard library."""
+"""What the end-to-end tests share: real HTTP with nothing but the standard
+library, the environment of a ``turnout`` child process, and ``eventually``, the
+one way to wait for what the stack does in the background."""
 
 from __future__ import annotations
 
@@ -11,6 +13,33 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.message import Message
 from typing import Any
+
+import pytest
+
+# Startup on a loaded 2-core machine can be slow; a healthy stack takes seconds.
+STARTUP_TIMEOUT = 120.0
+
+
+def eventually[T](
+    condition: Callable[[], T | None],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+    message: str | Callable[[], str] = "the condition never held",
+) -> T:
+    """Call ``condition`` every ``interval`` seconds until it returns something
+    true, and return that; after ``timeout`` seconds, fail the test with
+    ``message`` (a callable is asked at the end: the stack's logs, say) and the
+    last value. ``condition`` is always called at least once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            said = message() if callable(message) else message
+            pytest.fail(f"{said} (within {timeout:g} s; last: {value!r})")
+        time.sleep(interval)
 
 
 @dataclass(frozen=True)
@@ -81,16 +110,3 @@ def cli_environment(endpoint_url: str, **extra: str) -> dict[str, str]:
         **extra,
     )
     return environment
-
-
-def eventually[T](
-    read: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = 30.0
-) -> T:
-    """Poll ``read`` until ``done`` says so (``timeout`` seconds at most)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"{what}: still {value!r}"
-        time.sleep(0.2)
