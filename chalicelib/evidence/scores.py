@@ -160,9 +160,8 @@ def regression_scores(
     if truth.shape != predicted.shape or truth.size == 0:
         raise ValueError(f"{truth.size} labels for {predicted.size} predictions")
     errors = predicted - truth
-    z = z_value(confidence)
-    absolute = _mean_interval(np.abs(errors), z)
-    squared = _mean_interval(errors**2, z)
+    absolute = mean_interval(np.abs(errors), confidence)
+    squared = mean_interval(errors**2, confidence)
     return RegressionScores(
         count=int(truth.size),
         mae=Estimate(absolute.value, max(0.0, absolute.low), absolute.high),
@@ -174,11 +173,16 @@ def regression_scores(
     )
 
 
-def _mean_interval(values: npt.NDArray[np.float64], z: float) -> Estimate:
-    mean = float(values.mean())
-    if values.size < 2:
+def mean_interval(values: Column, confidence: float = 0.95) -> Estimate:
+    """The mean of some numbers (at least one) with its normal-approximation
+    interval, ``mean +- z s / sqrt(n)``; a single number is its own interval."""
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if array.size == 0:
+        raise ValueError("a mean needs at least one value")
+    mean = float(array.mean())
+    if array.size < 2:
         return Estimate(mean, mean, mean)
-    half = z * float(values.std(ddof=1)) / math.sqrt(values.size)
+    half = z_value(confidence) * float(array.std(ddof=1)) / math.sqrt(array.size)
     return Estimate(mean, mean - half, mean + half)
 
 
