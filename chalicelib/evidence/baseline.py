@@ -32,7 +32,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -190,9 +190,10 @@ def compute_baseline(
         raise InvalidBaselineError(
             f"{len(columns)} columns, {len(names)} names and {len(kinds)} kinds"
         )
-    rows = {len(column) for column in columns}
-    if len(rows) > 1:
-        raise InvalidBaselineError(f"columns have different lengths: {sorted(rows)}")
+    lengths = {len(column) for column in columns}
+    if len(lengths) > 1:
+        raise InvalidBaselineError(f"columns have different lengths: {sorted(lengths)}")
+    rows = lengths.pop() if lengths else 0
     if bins < 1 or top_values < 1:
         raise InvalidBaselineError("bins and top values must be at least 1")
     features = tuple(
@@ -202,12 +203,11 @@ def compute_baseline(
     label = None
     if labels is not None:
         label_column = np.asarray(labels)
-        if rows and len(label_column) not in rows:
-            raise InvalidBaselineError(
-                f"{len(label_column)} labels for {rows.pop()} rows"
-            )
+        if columns and len(label_column) != rows:
+            raise InvalidBaselineError(f"{len(label_column)} labels for {rows} rows")
+        rows = len(label_column)
         label = summarise_column(label_column, label_name, label_kind, bins, top_values)
-    return Baseline(rows=rows.pop() if rows else 0, features=features, label=label)
+    return Baseline(rows=rows, features=features, label=label)
 
 
 def summarise_column(
@@ -253,7 +253,7 @@ def summarise_column(
         counts=(0,) * (edges.size - 1),
     )
     counts = tuple(int(count) for count in partial.bin_counts(present))
-    return NumericSummary(**{**partial.__dict__, "counts": counts})
+    return replace(partial, counts=counts)
 
 
 def _columns(sample: npt.NDArray[Any] | Sequence[Column]) -> list[Any]:
@@ -263,7 +263,7 @@ def _columns(sample: npt.NDArray[Any] | Sequence[Column]) -> list[Any]:
                 f"a sample array must be 2-D, not {sample.ndim}-D"
             )
         return list(sample.T)
-    return [np.asarray(column, dtype=object) for column in sample]
+    return [np.asarray(column) for column in sample]
 
 
 def _as_numbers(name: str, values: Column) -> npt.NDArray[np.float64]:

@@ -44,6 +44,8 @@ from chalicelib.evidence.pvalues import chi2_sf, kolmogorov_sf
 NOT_ENOUGH_DATA = "not enough data"
 STABLE = "stable"
 DRIFTED = "drifted"
+# Another version's outputs are a reference of their own: keep every class they use.
+OUTPUT_TOP_VALUES = 1000
 Method = Literal["ks", "chi-square", "wasserstein", "jensen-shannon"]
 FloatArray = npt.NDArray[np.float64]
 
@@ -168,7 +170,9 @@ def output_drift(
     Against the baseline's label shares, use ``feature_drift(baseline.label, ...)``.
     """
     reference = np.asarray(reference_predictions)
-    summary = summarise_column(reference, "prediction", kind, top_values=1000)
+    summary = summarise_column(
+        reference, "prediction", kind, top_values=OUTPUT_TOP_VALUES
+    )
     return feature_drift(summary, current_predictions, reference, thresholds)
 
 
