@@ -46,6 +46,7 @@ from chalicelib.batch.keys import (
     ShardDone,
     outputs_base,
     parse_key,
+    record_key,
 )
 from chalicelib.batch.pipeline import Pipeline
 from chalicelib.batch.record import PARTIAL, SUCCEEDED, Counts, JobRecord
@@ -129,9 +130,7 @@ class ShardRun:
         self.deadline = Deadline(seconds_left, settings)
         self.keys = RunKeys.of(task.key, task.run_id)
         self.base = outputs_base(task.key)
-        self.record = RunRecord(
-            s3, task.bucket, self.base + ".manifest.json", task, clock
-        )
+        self.record = RunRecord(s3, task.bucket, record_key(task.key), task, clock)
         self.documents = JsonDocuments(s3, task.bucket)
         # What the pipeline reads from its host (chalicelib.batch.pipeline.Host).
         self.run_id = task.run_id
