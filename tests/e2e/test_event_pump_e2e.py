@@ -15,7 +15,7 @@ from chalice.app import S3Event
 from click.testing import CliRunner, Result
 
 from tools.devstack import DevStack, EventPump, connect_bucket_events, create_buckets
-from turnout_cli.cli import cli
+from turnout.cli.main import cli
 
 POLL_TIMEOUT = 30.0
 

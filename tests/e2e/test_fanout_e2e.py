@@ -18,7 +18,7 @@ from tests.functional.test_batch import csv_text, expected_csv, iris_rows
 from tools.devstack import ROOT, DevStack
 
 # This checkout's CLI (the venv's console script may be another checkout's).
-TURNOUT = [sys.executable, "-c", "from turnout_cli.cli import main; main()"]
+TURNOUT = [sys.executable, "-c", "from turnout.cli.main import main; main()"]
 SHARD_BYTES = 64 * 1024
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from tests.e2e.support import HttpClient
 from tools.devstack import DevStack, cloudwatch_client
-from turnout_cli.cli import cli
+from turnout.cli.main import cli
 
 ALIAS = "metrics-e2e"
 

@@ -35,8 +35,8 @@ from chalicelib.traffic import choose_version
 from tests.conftest import BATCH_BUCKET, MODELS, ROOT
 from tests.emf_spec import emf_lines
 from tests.functional.rest_support import remember_inspections
-from turnout_cli import cli as cli_module
-from turnout_cli.cli import cli
+from turnout.cli import main as cli_module
+from turnout.cli.main import cli
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -41,8 +41,8 @@ from tests.functional.test_batch import (
     iris_rows,
 )
 from tools.devstack import create_shard_queue
-from turnout_cli import cli as cli_module
-from turnout_cli.cli import cli
+from turnout.cli import main as cli_module
+from turnout.cli.main import cli
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -26,7 +26,7 @@ from tests.functional.rest_support import (
     serving_client,
     v2_request,
 )
-from turnout_cli import cli as cli_module
+from turnout.cli import main as cli_module
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

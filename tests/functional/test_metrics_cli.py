@@ -23,7 +23,7 @@ from tests.functional.rest_support import (
     v2_request,
 )
 from tools.emf_forward import forward
-from turnout_cli import cli as cli_module
+from turnout.cli import main as cli_module
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
