@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.batch import BATCH_BUCKET, configure_turnout, register_iris, upload_csv
+from chalicelib.batch import keys
 from tools.devstack import (
     ROOT,
     aws_environment,
@@ -199,7 +200,7 @@ def run(rows: int, shard_bytes: int, workers: Sequence[int]) -> dict[str, Any]:
             manifest = json.loads(
                 s3.get_object(
                     Bucket=BATCH_BUCKET,
-                    Key=key.replace("incoming/", "outgoing/") + ".manifest.json",
+                    Key=keys.record_key(key),
                 )["Body"].read()
             )
             identical = digest(s3, manifest["output"]["key"]) == expected

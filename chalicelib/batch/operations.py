@@ -101,49 +101,66 @@ def upload_name(path: Path, sha256: str) -> str:
     return tagged + (f".{extension}" if extension else "") + (".gz" * compressed)
 
 
-def submit(
-    s3: S3Client,
-    bucket: str,
-    path: Path,
-    model: str,
-    *,
-    name: str | None = None,
-    now: datetime,
-    on_bytes: Callable[[int], None] | None = None,
-) -> Submission:
-    """Upload the local file ``path`` for ``model`` (NAME, NAME@ALIAS or
-    NAME@VERSION) to ``incoming/{model}/{name}``, which starts its job.
+@dataclass(frozen=True)
+class Upload:
+    """A local file and the key it goes to (``prepare``)."""
 
-    ``name`` defaults to ``upload_name``. The same content already at that key
-    is not uploaded again (``uploaded`` False, with its job). Large files go up
-    in parts; ``on_bytes`` hears of each chunk sent. BatchKeyError or
-    BatchFileError before any upload when the key would not make a job.
-    """
+    path: Path
+    key: str
+    sha256: str
+    size: int
+
+
+def prepare(path: Path, model: str, *, name: str | None = None) -> Upload:
+    """Where the local file ``path`` goes for ``model`` (NAME, NAME@ALIAS or
+    NAME@VERSION): ``incoming/{model}/{name}``, ``name`` defaulting to
+    ``upload_name``. BatchKeyError or BatchFileError when that key would not make
+    a job, before anything is uploaded."""
     sha256 = content_sha256(path)
     key = f"{keys.INCOMING}{model}/{name or upload_name(path, sha256)}"
     keys.parse_key(key)
-    size = path.stat().st_size
+    return Upload(path, key, sha256, path.stat().st_size)
+
+
+def submit(
+    s3: S3Client,
+    bucket: str,
+    upload: Upload,
+    *,
+    now: datetime,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Submission:
+    """Upload a prepared file to its key, which starts its job.
+
+    The same content already at that key is not uploaded again (``uploaded``
+    False, with its job if it started). Large files go up in parts; ``on_bytes``
+    hears of each chunk sent.
+    """
+    key = upload.key
     existing = _head(s3, bucket, key)
-    if existing is not None and existing["Metadata"].get(CONTENT_SHA256) == sha256:
+    if (
+        existing is not None
+        and existing["Metadata"].get(CONTENT_SHA256) == upload.sha256
+    ):
         etag = existing["ETag"]
         record = Ledger(s3, bucket, keys.record_key(key)).read()
         job = None
         if record is not None and record.get("input", {}).get("etag") == etag:
             job = JobStatus(key, job_state(record, now), record)
-        return Submission(key, etag, size, uploaded=False, job=job)
+        return Submission(key, etag, upload.size, uploaded=False, job=job)
 
     from boto3.s3.transfer import TransferConfig
 
     s3.upload_file(
-        str(path),
+        str(upload.path),
         bucket,
         key,
-        ExtraArgs={"Metadata": {CONTENT_SHA256: sha256}},
+        ExtraArgs={"Metadata": {CONTENT_SHA256: upload.sha256}},
         Callback=on_bytes,
         Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD),
     )
     etag = s3.head_object(Bucket=bucket, Key=key)["ETag"]
-    return Submission(key, etag, size, uploaded=True)
+    return Submission(key, etag, upload.size, uploaded=True)
 
 
 def _head(s3: S3Client, bucket: str, key: str) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.batch import keys
 from tests.e2e.support import HttpClient
 from tools.devstack import DevStack
 
@@ -70,7 +71,7 @@ def wait_for_batch(dev_stack: DevStack) -> Callable[..., dict[str, Any]]:
 
     def wait(key: str, timeout: float = 30.0) -> dict[str, Any]:
         assert key.startswith("incoming/"), key
-        manifest_key = "outgoing/" + key[len("incoming/") :] + ".manifest.json"
+        manifest_key = keys.record_key(key)
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -516,6 +516,22 @@ def test_a_missing_bucket_setting_is_one_line(s3: S3Client) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["batch", "status", "incoming/iris/a.csv"],
+        ["batch", "list"],
+        ["batch", "retry", "incoming/iris/a.csv"],
+    ],
+)
+def test_a_missing_batch_bucket_says_which_variable_to_set(args: list[str]) -> None:
+    result = invoke(*args, env={"TURNOUT_BATCH_BUCKET": None})
+    assert failed(result) == (
+        "error: no batch bucket: pass --batch-bucket or set TURNOUT_BATCH_BUCKET "
+        "(for the dev stack: `source .dev.env` after `make dev`)\n"
+    )
+
+
 def test_a_bucket_that_does_not_exist_is_one_line(s3: S3Client) -> None:
     result = invoke("--bucket", "no-such-bucket", "models")
     assert failed(result) == (

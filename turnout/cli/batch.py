@@ -95,15 +95,15 @@ def batch_submit(
     apart and the same content again is not run again: its existing job is
     shown (to run it again, pass another --name). The exit status says how it
     ended: 0 succeeded, 3 partial, 4 failed, 5 dead."""
-    s3 = session.s3
-    size = path.stat().st_size
+    upload = operations.prepare(path, model, name=name)
+    size = upload.size
     # Progress bars go to stderr (the result, JSON or not, to stdout); click draws
     # them on a terminal only.
     with click.progressbar(
         length=size, label=f"uploading {path.name}", file=sys.stderr
     ) as bar:
         submission = operations.submit(
-            s3, batch_bucket, path, model, name=name, now=utc_now(), on_bytes=bar.update
+            session.s3, batch_bucket, upload, now=utc_now(), on_bytes=bar.update
         )
     key, job = submission.key, submission.job
     where = f"s3://{batch_bucket}/{key}"
