@@ -548,6 +548,9 @@ def test_the_same_content_again_is_not_run_again_and_shows_its_job(
         f"{key}: succeeded",
         "  model     iris (1)",
     ]
+    waited = turnout("batch", "submit", str(local), "iris@1", "--wait")
+    assert waited.exit_code == 0
+    assert waited.stdout.splitlines()[1] == f"{key}: succeeded"
     assert fanout.manifest(key)["run_id"] == manifest["run_id"]
     assert renamed.stdout.splitlines()[0] == (
         f"uploaded {local} to s3://{BATCH_BUCKET}/incoming/iris@1/b.csv "

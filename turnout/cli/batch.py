@@ -13,7 +13,7 @@ import click
 
 from chalicelib.batch import operations
 from chalicelib.batch.operations import JobStatus
-from chalicelib.batch.record import JobRecord
+from chalicelib.batch.record import RUNNING, JobRecord
 from chalicelib.metrics_query import parse_since
 from chalicelib.registry import utc_now
 from turnout.cli.main import Session, cli, missing_setting, pass_session
@@ -107,39 +107,33 @@ def batch_submit(
         )
     key, job = submission.key, submission.job
     where = f"s3://{batch_bucket}/{key}"
-    if not submission.uploaded and (job is None or not wait or job.state != "running"):
-        said = [
+    if not submission.uploaded and not session.as_json:
+        click.echo(
             f"{path} is already at {where} (the same content): not run again; to "
-            "run it again, pass another --name",
-        ]
-        if job is None:
-            said.append(
-                f"its job has not started yet: follow it with: turnout batch "
-                f"status {key}"
-            )
-        session.emit(
-            {
-                "key": key,
-                "etag": submission.etag,
-                "size": size,
-                "uploaded": False,
-                "job": job.to_dict() if job else None,
-            },
-            said + (job_lines(job) if job else []),
+            "run it again, pass another --name"
         )
-        if job is None or not wait:
-            return 0
+    if wait:
+        if job is None or job.state == RUNNING:
+            job = _follow(session, batch_bucket, key, submission.etag)
+        session.emit({**job.to_dict(), "uploaded": submission.uploaded}, job_lines(job))
         return BATCH_EXIT_CODES.get(job.state, 1)
-    if not wait:
-        session.emit(
-            {"key": key, "etag": submission.etag, "size": size, "uploaded": True},
-            [
-                f"uploaded {path} to {where} ({size} bytes)",
-                f"follow it with: turnout batch status {key}",
-            ],
-        )
-        return 0
-    return _emit_job(session, _follow(session, batch_bucket, key, submission.etag))
+    if submission.uploaded:
+        said = [f"uploaded {path} to {where} ({size} bytes)"]
+    else:
+        said = job_lines(job) if job else ["its job has not started yet"]
+    if job is None:
+        said.append(f"follow it with: turnout batch status {key}")
+    session.emit(
+        {
+            "key": key,
+            "etag": submission.etag,
+            "size": size,
+            "uploaded": submission.uploaded,
+            "job": job.to_dict() if job else None,
+        },
+        said,
+    )
+    return 0
 
 
 def _follow(session: Session, bucket: str, key: str, etag: str) -> JobStatus:
