@@ -74,7 +74,9 @@ class RecordBuffer[Item]:
     the object's key for a batch whose first record came at ``at``. ``work`` runs
     the writes after the answer (deferred to the extension on Lambda).
     ``on_failure(group, records, error)`` counts a refused write and
-    ``on_late(group, records)`` the records written after their deadline.
+    ``on_late(group, records)`` the records written after their deadline;
+    ``on_written(key, lines)`` follows each write that succeeded (the JSON Lines
+    text written at ``key``), for what is written next to an object.
     ``wall_clock`` gives record times, ``clock`` (monotonic) the buffer's age.
     """
 
@@ -90,6 +92,7 @@ class RecordBuffer[Item]:
         kind: str,
         on_failure: Callable[[Group, int, str], None],
         on_late: Callable[[Group, int], None],
+        on_written: Callable[[str, str], None] = lambda key, lines: None,
         flush_records: int,
         flush_seconds: float,
         wall_clock: Callable[[], float] = time.time,
@@ -104,6 +107,7 @@ class RecordBuffer[Item]:
         self._kind = kind
         self._on_failure = on_failure
         self._on_late = on_late
+        self._on_written = on_written
         self._flush_records = max(1, flush_records)
         self._flush_seconds = flush_seconds
         self._wall_clock = wall_clock
@@ -206,6 +210,7 @@ class RecordBuffer[Item]:
             )
             self._on_failure(group, len(entries), reason)
             return
+        self._on_written(key, lines)
         written = self._wall_clock()
         late = sum(1 for e in entries if written - e.at > self._flush_seconds)
         if late:

@@ -63,7 +63,7 @@ def send(client: Client, document: Any, model: str = "iris") -> HTTPResponse:
 def test_labels_are_accepted_and_filed_under_the_hour_they_arrived(
     client: Client, s3: S3Client
 ) -> None:
-    entries = [
+    entries: list[dict[str, Any]] = [
         {"id": "a1", "label": 2},
         {"id": "caller-7", "label": ["setosa", "virginica"]},
         {"id": "never-seen", "label": [[0.5, 1.5]]},
@@ -97,7 +97,8 @@ DEEP = [[[1]]]
         ({"feedback": [], "extra": 1}, "extra: unknown field"),
         ({"feedback": [{"id": "a", "label": 1}, 3]},
          "feedback[1]: expected an object with id and label"),
-        ({"feedback": [{"id": "a", "label": 1}, {"label": 1}]}, "feedback[1].id: missing"),
+        ({"feedback": [{"id": "a", "label": 1}, {"label": 1}]},
+         "feedback[1].id: missing"),
         ({"feedback": [{"id": 5, "label": 1}]}, "feedback[0].id: expected a string"),
         ({"feedback": [{"id": "", "label": 1}]}, "feedback[0].id: empty"),
         ({"feedback": [{"id": LONG_ID, "label": 1}]},

@@ -37,11 +37,19 @@ class Clocks:
         return self.now
 
 
+Counted = list[tuple[str, Group, int]]
+
+
+def on_lambda() -> tuple[BackgroundWork, FakeS3, Clocks, Counted]:
+    """Work deferred as on Lambda, a fake S3, a fake clock, what was counted."""
+    return BackgroundWork(deferred=True), FakeS3(), Clocks(), []
+
+
 def buffer(
     work: BackgroundWork,
     s3: FakeS3,
     clock: Clocks,
-    counted: list[tuple[str, Group, int]],
+    counted: Counted,
     *,
     flush_seconds: float = 60.0,
     flush_records: int = 100,
@@ -66,7 +74,7 @@ def buffer(
 def test_on_lambda_a_quiet_containers_record_is_written_after_its_own_invocation() -> (
     None
 ):
-    work, s3, clock, counted = BackgroundWork(deferred=True), FakeS3(), Clocks(), []
+    work, s3, clock, counted = on_lambda()
     records = buffer(work, s3, clock, counted)
     records.add(1, clock.now)
     assert work.run_pending() == 1
@@ -77,7 +85,7 @@ def test_on_lambda_a_quiet_containers_record_is_written_after_its_own_invocation
 def test_on_lambda_a_busy_container_batches_until_the_next_record_may_be_too_late() -> (
     None
 ):
-    work, s3, clock, counted = BackgroundWork(deferred=True), FakeS3(), Clocks(), []
+    work, s3, clock, counted = on_lambda()
     records = buffer(work, s3, clock, counted)
     records.add(0, clock.now)
     work.run_pending()  # the first: nothing before it, written at once
@@ -92,7 +100,7 @@ def test_on_lambda_a_busy_container_batches_until_the_next_record_may_be_too_lat
 
 
 def test_a_full_buffer_is_written_at_once() -> None:
-    work, s3, clock, counted = BackgroundWork(deferred=True), FakeS3(), Clocks(), []
+    work, s3, clock, counted = on_lambda()
     records = buffer(work, s3, clock, counted, flush_records=3)
     records.add(0, clock.now)
     work.run_pending()
@@ -106,7 +114,7 @@ def test_a_full_buffer_is_written_at_once() -> None:
 def test_records_written_after_their_deadline_are_counted_late() -> None:
     """A busy container whose traffic stops: its buffer waits, frozen, until the
     next record (or SIGTERM at shutdown) writes it, and says how many were late."""
-    work, s3, clock, counted = BackgroundWork(deferred=True), FakeS3(), Clocks(), []
+    work, s3, clock, counted = on_lambda()
     records = buffer(work, s3, clock, counted)
     records.add(0, clock.now)
     work.run_pending()
@@ -121,7 +129,7 @@ def test_records_written_after_their_deadline_are_counted_late() -> None:
 
 
 def test_a_refused_write_is_counted_as_lost() -> None:
-    work, s3, clock, counted = BackgroundWork(deferred=True), FakeS3(), Clocks(), []
+    work, s3, clock, counted = on_lambda()
     records = buffer(work, s3, clock, counted)
     s3.refuse = True
     records.add(0, clock.now)
@@ -130,7 +138,7 @@ def test_a_refused_write_is_counted_as_lost() -> None:
 
 
 def test_flush_seconds_zero_writes_every_record_after_its_invocation() -> None:
-    work, s3, clock, counted = BackgroundWork(deferred=True), FakeS3(), Clocks(), []
+    work, s3, clock, counted = on_lambda()
     records = buffer(work, s3, clock, counted, flush_seconds=0)
     for n in range(3):
         clock.now += 0.001
@@ -140,7 +148,7 @@ def test_flush_seconds_zero_writes_every_record_after_its_invocation() -> None:
 
 
 def test_off_lambda_a_timer_writes_a_lone_record_within_flush_seconds() -> None:
-    work, s3, counted = BackgroundWork(), FakeS3(), []
+    work, s3, counted = BackgroundWork(), FakeS3(), list[int]()
     records = RecordBuffer[int](
         s3,  # type: ignore[arg-type]
         "bucket",
