@@ -112,7 +112,8 @@ class RecordBuffer[Item]:
         self._flush_seconds = flush_seconds
         self._wall_clock = wall_clock
         self._clock = clock
-        self._lock = threading.Lock()
+        # Reentrant: the SIGTERM handler may flush on the thread that holds it.
+        self._lock = threading.RLock()
         self._pending: list[_Pending[Item]] = []
         self._oldest = 0.0
         self._previous: float | None = None
