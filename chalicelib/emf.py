@@ -152,17 +152,11 @@ class MetricsLog:
     def capture_failed(self, model: str, alias: str, records: int, error: str) -> None:
         """Write the line that counts a capture write S3 refused, and the
         records it held."""
-        self.write(
-            self._document(
-                (BY_ALIAS,),
-                {"Model": model, "Alias": alias},
-                [
-                    ("CaptureErrors", "Count", 1),
-                    ("CaptureRecordsLost", "Count", records),
-                ],
-                {"event": "capture_failed", "error": error},
-                int(self._wall_clock() * 1000),
-            )
+        self._count(
+            (BY_ALIAS,),
+            {"Model": model, "Alias": alias},
+            [("CaptureErrors", "Count", 1), ("CaptureRecordsLost", "Count", records)],
+            {"event": "capture_failed", "error": error},
         )
 
     def capture_late(self, model: str, alias: str, records: int) -> None:
