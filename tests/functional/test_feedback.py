@@ -16,8 +16,8 @@ from chalice.test import Client, HTTPResponse
 from chalicelib import wiring
 from chalicelib.aliases.document import Capture
 from chalicelib.aliases.store import AliasStore
-from chalicelib.capture import read_capture
 from chalicelib.feedback import MAX_ID_CHARS, MAX_LABEL_DEPTH
+from chalicelib.record_buffer import read_records
 from tests.demo_support import BATCH_BUCKET
 from tests.functional.rest_support import (
     IRIS_ROWS,
@@ -48,7 +48,7 @@ def stored(s3: S3Client, prefix: str) -> dict[str, list[dict[str, Any]]]:
     return {
         item["Key"]: [
             dict(record)
-            for record in read_capture(
+            for record in read_records(
                 s3.get_object(Bucket=CAPTURE_BUCKET, Key=item["Key"])["Body"].read()
             )
         ]
