@@ -15,7 +15,7 @@ from typing import Any
 from chalice.app import Chalice, Response, S3Event, SQSEvent
 
 from chalicelib import extension, rest, wiring
-from chalicelib.config import INCOMING_PREFIX, Settings
+from chalicelib.config import FEEDBACK_PREFIX, INCOMING_PREFIX, Settings
 
 app = Chalice(app_name="turnout")
 # Chalice gives its logger ("turnout", parent of the core's "turnout.predictions"
@@ -28,6 +28,10 @@ app.log.setLevel(logging.INFO)
 # tells it when the handler is done. Elsewhere neither happens.
 if extension.register_at_init(drain=lambda: wiring.container().work.run_pending()):
     app.register_middleware(extension.after_each_invocation, "all")
+    # At shutdown (SIGTERM, sent because the layer's turnout-shutdown extension
+    # subscribes to SHUTDOWN), write the captured requests and labels still
+    # buffered.
+    extension.flush_on_sigterm(lambda: wiring.container().flush_evidence())
 
 # --- REST: Open Inference Protocol (V2) and instances ------------------------
 
@@ -119,6 +123,11 @@ def predict(name: str) -> Response:
     return _serve(wiring.rest_api().predict, name=name)
 
 
+@app.route("/models/{name}/feedback", methods=["POST"], **KEYED)
+def feedback(name: str) -> Response:
+    return _serve(wiring.rest_api().feedback, name=name)
+
+
 # --- Batch: S3 uploads under incoming/ -----------------------------------------
 
 # Chalice reads the bucket and the queue when it deploys: set TURNOUT_BATCH_BUCKET
@@ -141,6 +150,14 @@ def handle_batch_upload(event: S3Event) -> object:
         lambda: context.get_remaining_time_in_millis() / 1000.0
     )
     return job.process_upload(event.bucket, event.key, runtime)
+
+
+@app.on_s3_event(
+    bucket=BATCH_BUCKET, events=["s3:ObjectCreated:*"], prefix=FEEDBACK_PREFIX
+)
+def handle_feedback_upload(event: S3Event) -> object:
+    """File a labels file uploaded under feedback/ (see chalicelib.feedback)."""
+    return wiring.container().labels_file(event.key)
 
 
 @app.on_sqs_message(queue=SHARD_QUEUE, batch_size=1)

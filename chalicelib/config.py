@@ -15,6 +15,8 @@ MIB = 1024 * 1024
 # Batch jobs: uploads under INCOMING_PREFIX, results under OUTGOING_PREFIX.
 INCOMING_PREFIX = "incoming/"
 OUTGOING_PREFIX = "outgoing/"
+# Labels files: uploads under FEEDBACK_PREFIX (chalicelib.feedback).
+FEEDBACK_PREFIX = "feedback/"
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ MAX_LABEL_CHARS = 64
 
 BY_VERSION = ("Model", "Version")
 BY_ALIAS = ("Model", "Alias")
+# Labels belong to a model (the version that answered is known only at the join).
+BY_MODEL = ("Model",)
 # Each version's share of one alias: what a canary is compared by.
 BY_ALIAS_VERSION = ("Model", "Alias", "Version")
 
@@ -150,18 +152,51 @@ class MetricsLog:
     def capture_failed(self, model: str, alias: str, records: int, error: str) -> None:
         """Write the line that counts a capture write S3 refused, and the
         records it held."""
-        self.write(
-            self._document(
-                (BY_ALIAS,),
-                {"Model": model, "Alias": alias},
-                [
-                    ("CaptureErrors", "Count", 1),
-                    ("CaptureRecordsLost", "Count", records),
-                ],
-                {"event": "capture_failed", "error": error},
-                int(self._wall_clock() * 1000),
-            )
+        self._count(
+            (BY_ALIAS,),
+            {"Model": model, "Alias": alias},
+            [("CaptureErrors", "Count", 1), ("CaptureRecordsLost", "Count", records)],
+            {"event": "capture_failed", "error": error},
         )
+
+    def capture_late(self, model: str, alias: str, records: int) -> None:
+        """Write the line that counts captured requests written to S3 more than
+        TURNOUT_CAPTURE_FLUSH_SECONDS after their answer."""
+        self._count(
+            (BY_ALIAS,),
+            {"Model": model, "Alias": alias},
+            [("CaptureRecordsLate", "Count", records)],
+            {"event": "capture_late"},
+        )
+
+    def feedback_failed(self, model: str, records: int, error: str) -> None:
+        """Write the line that counts a label write S3 refused, and its labels."""
+        self._count(
+            (BY_MODEL,),
+            {"Model": model},
+            [("FeedbackErrors", "Count", 1), ("FeedbackRecordsLost", "Count", records)],
+            {"event": "feedback_failed", "error": error},
+        )
+
+    def feedback_late(self, model: str, records: int) -> None:
+        """Write the line that counts labels written to S3 more than
+        TURNOUT_CAPTURE_FLUSH_SECONDS after they were accepted."""
+        self._count(
+            (BY_MODEL,),
+            {"Model": model},
+            [("FeedbackRecordsLate", "Count", records)],
+            {"event": "feedback_late"},
+        )
+
+    def _count(
+        self,
+        sets: Iterable[Iterable[str]],
+        members: Mapping[str, str],
+        metrics: list[tuple[str, str, float]],
+        fields: Mapping[str, Any],
+    ) -> None:
+        timestamp = int(self._wall_clock() * 1000)
+        self.write(self._document(sets, members, metrics, fields, timestamp))
 
     # -- requests: the hot path ----------------------------------------------------
 

@@ -239,3 +239,10 @@ class BatchRetryRefusedError(TurnoutError):
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"not retrying {key}: {reason}")
         self.key = key
+
+
+class FeedbackUnavailableError(TurnoutError):
+    """Labels cannot be kept: the stage has no capture bucket."""
+
+    def __init__(self) -> None:
+        super().__init__("feedback is off: the stage sets no TURNOUT_CAPTURE_BUCKET")

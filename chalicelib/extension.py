@@ -12,7 +12,13 @@ the work is done, instead of freezing it half-done until the next request.
 It registers only on Lambda (``AWS_LAMBDA_RUNTIME_API`` set): under ``chalice
 local`` and the test client nothing is frozen, and the work runs on a thread.
 The same pattern as the ``extension-internal-flush`` example of AWS's Rust
-runtime. Extensions API: https://docs.aws.amazon.com/lambda/latest/dg/runtimes-extensions-api.html
+runtime.
+
+Internal extensions get no SHUTDOWN event. The layer ships an external one,
+``/opt/extensions/turnout-shutdown`` (``tools/extensions/``), that subscribes to
+SHUTDOWN and does nothing else: with an external extension registered, Lambda
+sends the runtime process SIGTERM at shutdown, and ``flush_on_sigterm`` writes
+what is still buffered then (AWS's graceful-shutdown pattern). Extensions API: https://docs.aws.amazon.com/lambda/latest/dg/runtimes-extensions-api.html
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -140,6 +147,22 @@ def register_at_init(
 def active() -> bool:
     """Whether work after the answer waits for the extension (on Lambda)."""
     return _registered is not None
+
+
+def flush_on_sigterm(flush: Callable[[], object]) -> None:
+    """Run ``flush`` when the process gets SIGTERM (Lambda's shutdown, when an
+    external extension is registered), then exit. Call it from the main thread,
+    during init."""
+    import signal
+
+    def flush_and_exit(signum: int, frame: object) -> None:
+        try:
+            flush()
+        except Exception:
+            logger.exception("flush at shutdown failed")
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, flush_and_exit)
 
 
 def after_each_invocation(event: Any, get_response: Callable[[Any], Any]) -> Any:

@@ -63,6 +63,9 @@ class Observation:
     agreement: float | None = None
     rows_predicted: int = 0
     rows_rejected: int = 0
+    # The caller's own id for a REST request (V2's ``id``, the ``X-Inference-Id``
+    # header of ``instances``), by which its labels may name it.
+    caller_id: str | None = None
 
     @property
     def routing_key_hash(self) -> str | None:

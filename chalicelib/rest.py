@@ -21,12 +21,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.config import Settings
 from chalicelib.dataplane import Answer, DataPlane
 from chalicelib.errors import (
     AliasConflictError,
+    FeedbackUnavailableError,
     InvalidAliasError,
     InvalidInputError,
     InvalidModelError,
@@ -54,6 +55,9 @@ from chalicelib.protocols import instances, v2
 from chalicelib.protocols.common import Codec, parse_json
 from chalicelib.registry.manifest import Manifest
 
+if TYPE_CHECKING:
+    from chalicelib.feedback import Feedback
+
 logger = logging.getLogger("turnout.rest")
 
 SERVER_NAME = "turnout"
@@ -63,6 +67,9 @@ SERVER_VERSION = "0.1.0"
 # octet-stream is what binary-extension clients send (and what API Gateway passes
 # through as bytes: it is in Chalice's default binary_types).
 ACCEPTED_CONTENT_TYPES = ("application/json", "application/octet-stream")
+# The caller's own id of an ``instances`` request (V2 requests carry ``id``):
+# captured with the request, so that its labels may name it.
+CALLER_ID_HEADER = "X-Inference-Id"
 
 # The one table: domain error -> HTTP status. The first class that matches wins.
 ERROR_STATUS: tuple[tuple[type[TurnoutError], int], ...] = (
@@ -82,6 +89,7 @@ ERROR_STATUS: tuple[tuple[type[TurnoutError], int], ...] = (
     (ModelExecutionError, 500),
     # A version whose artifact fails its check: unavailable, the others still serve.
     (ModelIntegrityError, 503),
+    (FeedbackUnavailableError, 503),
 )
 
 
@@ -143,11 +151,13 @@ class RestApi:
         observers: Observers,
         *,
         clock: Callable[[], float] = time.perf_counter,
+        feedback: Callable[[], Feedback | None] = lambda: None,
     ) -> None:
         self.plane = plane
         self.settings = settings
         self.observers = observers
         self._clock = clock
+        self._feedback = feedback
 
     # -- health and metadata -----------------------------------------------------------
 
@@ -196,6 +206,21 @@ class RestApi:
         """POST /models/{name}/predict with ``{"instances": [...]}``."""
         return self._answer(request, self._instances, observed=True)
 
+    # -- ground truth ------------------------------------------------------------------
+
+    def feedback(self, request: Request) -> Response:
+        """POST /models/{name}/feedback with ``{"feedback": [{"id", "label"}]}``:
+        every entry is kept (written after the answer), or none."""
+        return self._answer(request, self._labels, observed=False)
+
+    def _labels(self, request: Request, observation: Observation) -> Response:
+        self._check_body(request)
+        feedback = self._feedback()
+        if feedback is None:
+            raise FeedbackUnavailableError()
+        accepted = feedback.accept(request.path_params["name"], request.body)
+        return Response(200, {"accepted": accepted})
+
     def _model_metadata(self, request: Request, observation: Observation) -> Response:
         version = _path_version(request)
         body, manifest, alias = self.plane.metadata(
@@ -218,6 +243,7 @@ class RestApi:
     def _v2(self, request: Request, observation: Observation) -> Response:
         self._check_body(request)
         parsed = v2.read_infer_request(request.body, request.header(v2.BINARY_HEADER))
+        observation.caller_id = parsed.id
         return self._infer_with(
             request, parsed, v2.CODEC, parsed.parameters, observation
         )
@@ -225,6 +251,7 @@ class RestApi:
     def _instances(self, request: Request, observation: Observation) -> Response:
         self._check_body(request)
         document = parse_json(request.body)
+        observation.caller_id = request.header(CALLER_ID_HEADER)
         return self._infer_with(request, document, instances.CODEC, {}, observation)
 
     def _infer_with[Parsed](

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from chalicelib.batch.runtime import BatchRuntime
     from chalicelib.capture import DataCapture
     from chalicelib.dataplane import DataPlane
+    from chalicelib.feedback import Feedback
     from chalicelib.rest import RestApi
 
 
@@ -222,6 +223,7 @@ class Container:
             self.work,
             draw=self.rng.random,
             on_failure=self.metrics.capture_failed,
+            on_late=self.metrics.capture_late,
             flush_records=settings.capture_flush_records,
             flush_seconds=settings.capture_flush_seconds,
             wall_clock=self.wall_clock,
@@ -238,7 +240,68 @@ class Container:
     def rest_api(self) -> RestApi:
         from chalicelib.rest import RestApi
 
-        return RestApi(self.data_plane, self.settings, self.observers)
+        return RestApi(
+            self.data_plane,
+            self.settings,
+            self.observers,
+            feedback=lambda: self.feedback,
+        )
+
+    @functools.cached_property
+    def feedback(self) -> Feedback | None:
+        """Labels accepted over REST; None when no capture bucket is set."""
+        settings = self.settings
+        if not settings.capture_bucket:
+            return None
+        from chalicelib.feedback import Feedback
+
+        metrics = self.metrics
+        return Feedback(
+            self.s3,
+            settings.capture_bucket,
+            self.work,
+            on_failure=metrics.feedback_failed,
+            on_late=metrics.feedback_late,
+            flush_records=settings.capture_flush_records,
+            flush_seconds=settings.capture_flush_seconds,
+            wall_clock=self.wall_clock,
+            clock=self.clock,
+        )
+
+    def labels_file(self, key: str) -> dict[str, Any]:
+        """File the labels file uploaded at ``key`` in the batch bucket (the
+        batch function's S3 event under feedback/)."""
+        from chalicelib.feedback import file_labels_upload, label_buffer
+
+        settings = self.settings
+        metrics = self.metrics
+        buffer = label_buffer(
+            self.batch_s3,
+            settings.capture_bucket,
+            self.work,
+            on_failure=metrics.feedback_failed,
+            on_late=metrics.feedback_late,
+            flush_records=settings.capture_flush_records,
+            flush_seconds=settings.capture_flush_seconds,
+            wall_clock=self.wall_clock,
+            clock=self.clock,
+        )
+        return file_labels_upload(
+            self.batch_s3,
+            settings.batch_bucket,
+            key,
+            buffer,
+            wall_clock=self.wall_clock,
+        )
+
+    def flush_evidence(self) -> None:
+        """Write the captured requests and labels still buffered (at shutdown,
+        on SIGTERM); builds nothing that was not built."""
+        built = vars(self)
+        for name in ("capture", "feedback"):
+            buffer = built.get(name)
+            if buffer is not None:
+                buffer.flush()
 
     def wait_for_background_work(self, timeout: float = 30.0) -> None:
         """Block until work submitted after answers (shadow runs, capture writes)

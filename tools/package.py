@@ -28,6 +28,7 @@ import hashlib
 import os
 import py_compile
 import re
+import stat
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,39 @@ def finish_zip(archive: Path, mount: str) -> tuple[int, int]:
     return before, archive.stat().st_size
 
 
+# --- The shutdown extension (helper "feedback"): an external extension in the
+# layer, so that Lambda sends the runtime SIGTERM at shutdown and the buffered
+# evidence is written (chalicelib.extension).
+SHUTDOWN_EXTENSION = ROOT / "tools" / "extensions" / "turnout-shutdown"
+SHUTDOWN_ENTRY = "extensions/turnout-shutdown"
+
+
+def add_shutdown_extension(archive: Path) -> bool:
+    """Put SHUTDOWN_EXTENSION into the layer ``archive`` as an executable
+    ``extensions/turnout-shutdown`` (Lambda runs /opt/extensions/*); False when
+    it is there already, as it is."""
+    script = SHUTDOWN_EXTENSION.read_bytes()
+    with zipfile.ZipFile(archive) as layer:
+        if SHUTDOWN_ENTRY in layer.namelist() and layer.read(SHUTDOWN_ENTRY) == script:
+            return False
+    rewritten = archive.with_suffix(".extending")
+    with (
+        zipfile.ZipFile(archive) as source,
+        zipfile.ZipFile(rewritten, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out,
+    ):
+        for entry in source.infolist():
+            if entry.filename != SHUTDOWN_ENTRY:
+                out.writestr(entry, source.read(entry), compresslevel=9)
+        info = zipfile.ZipInfo(SHUTDOWN_ENTRY, (2026, 1, 1, 0, 0, 0))
+        info.external_attr = (stat.S_IFREG | 0o755) << 16
+        out.writestr(info, script, zipfile.ZIP_DEFLATED, compresslevel=9)
+    rewritten.replace(archive)
+    return True
+
+
+# --- end of the shutdown extension
+
+
 def chalice(*arguments: str, stage: str) -> None:
     """Run the venv's chalice in the project, failing loudly."""
     executable = Path(sys.executable).with_name("chalice")
@@ -170,6 +204,9 @@ def build_package(stage: str, out: Path) -> Path:
             if before != after:
                 change = f"{before / 1e6:.1f} MB -> {after / 1e6:.1f} MB"
                 print(f"finished {archive.name}: {change}")
+    for archive in deployments.glob("managed-layer-*.zip"):
+        if add_shutdown_extension(archive):
+            print(f"added {SHUTDOWN_ENTRY} to {archive.name}")
     chalice("--pkg-format", "terraform", str(out), stage=stage)
     return out
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 STAGE = "dev"
-FUNCTIONS = ("api", "batch", "shard")
+FUNCTIONS = ("api", "batch", "shard", "feedback")
 # moto refuses multipart parts under 5 MiB; a small limit lets a test file of a
 # few thousand rows take the batch function's multipart path.
 PART_BYTES = 64 * 1024

@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from chalice.test import Client
 
+from chalicelib import wiring
 from chalicelib.aliases.document import Capture
 from chalicelib.aliases.store import AliasStore
 from chalicelib.batch.fanout import plan as shard_rules
@@ -49,7 +50,17 @@ def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
             # Data capture: the sampled requests of aliases that capture, written
             # once (never read, listed or overwritten by the function).
             ("s3:PutObject", f"arn:aws:s3:::{settings.capture_bucket}/capture/*"),
+            # Ground truth: labels posted to /models/{name}/feedback, written once.
+            ("s3:PutObject", f"arn:aws:s3:::{settings.capture_bucket}/feedback/*"),
         } | log_grants(f"turnout-{stage}")
+    if function == "feedback":
+        return {
+            # A labels file uploaded under feedback/, its errors report next to
+            # the batch errors reports, and its labels filed like posted ones.
+            ("s3:GetObject", f"{batch}/feedback/*"),
+            ("s3:PutObject", f"{batch}/outgoing/feedback/*"),
+            ("s3:PutObject", f"arn:aws:s3:::{settings.capture_bucket}/feedback/*"),
+        } | log_grants(f"turnout-{stage}-handle_feedback_upload")
     batch_work = {
         ("s3:GetObject", f"{models}/models/*"),
         ("s3:ListBucket", models),
@@ -101,7 +112,7 @@ def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
-@pytest.mark.parametrize("function", ["api", "batch", "shard"])
+@pytest.mark.parametrize("function", ["api", "batch", "shard", "feedback"])
 def test_each_policy_grants_exactly_what_its_function_needs(
     stage: str, function: str
 ) -> None:
@@ -123,6 +134,10 @@ def test_every_function_of_every_stage_has_its_own_policy_file() -> None:
         assert (
             functions["handle_batch_shard"]["iam_policy_file"]
             == f"policy-{stage}-shard.json"
+        )
+        assert (
+            functions["handle_feedback_upload"]["iam_policy_file"]
+            == f"policy-{stage}-feedback.json"
         )
 
 
@@ -229,6 +244,75 @@ def test_the_api_policy_writes_captured_requests_and_nothing_else_there(
         lambda: s3.put_object(Bucket=settings.capture_bucket, Key="other", Body=b"x"),
         lambda: s3.get_object(Bucket=settings.capture_bucket, Key=stored["Key"]),
         lambda: s3.list_objects_v2(Bucket=settings.capture_bucket),
+    ):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_the_api_policy_files_posted_labels_and_nothing_else_there(
+    iam_stack: IamStack, app_as: AppAs
+) -> None:
+    settings = iam_stack.settings
+    with app_as(iam_stack.credentials["api"]) as client:
+        answer = client.http.post(
+            "/models/iris/feedback",
+            headers={"Content-Type": "application/json"},
+            body=json.dumps({"feedback": [{"id": "r-1", "label": 2}]}),
+        )
+        wiring.container().flush_evidence()
+    assert (answer.status_code, answer.json_body) == (200, {"accepted": 1})
+
+    listed = iam_stack.admin.list_objects_v2(
+        Bucket=settings.capture_bucket, Prefix="feedback/iris/"
+    )
+    (stored,) = listed["Contents"]
+    body = iam_stack.admin.get_object(Bucket=settings.capture_bucket, Key=stored["Key"])
+    (record,) = gzip.decompress(body["Body"].read()).decode().splitlines()
+    assert (json.loads(record)["id"], json.loads(record)["label"]) == ("r-1", 2)
+
+    s3: S3Client = iam_stack.client("s3", iam_stack.credentials["api"])
+    for call in (
+        lambda: s3.put_object(Bucket=settings.capture_bucket, Key="labels", Body=b"x"),
+        lambda: s3.get_object(Bucket=settings.capture_bucket, Key=stored["Key"]),
+        lambda: s3.put_object(
+            Bucket=settings.batch_bucket, Key="feedback/iris/x.csv", Body=b"x"
+        ),
+    ):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_the_feedback_policy_files_a_labels_file_and_reports_its_bad_rows(
+    iam_stack: IamStack, app_as: AppAs
+) -> None:
+    settings = iam_stack.settings
+    key = "feedback/iris/iam labels.csv"
+    iam_stack.admin.put_object(
+        Bucket=settings.batch_bucket, Key=key, Body=b"id,label\nr-1,0\n,1\n"
+    )
+    with app_as(iam_stack.credentials["feedback"]) as client:
+        event = client.events.generate_s3_event(
+            bucket=settings.batch_bucket, key=quote_plus(key, safe="/")
+        )
+        result = client.lambda_.invoke("handle_feedback_upload", event).payload
+    assert (result["labels"], result["rejected"]) == (1, 1)
+    report = iam_stack.admin.get_object(
+        Bucket=settings.batch_bucket, Key=result["errors"]
+    )
+    assert json.loads(report["Body"].read())["reason"] == "id: empty"
+    listed = iam_stack.admin.list_objects_v2(
+        Bucket=settings.capture_bucket, Prefix="feedback/iris/"
+    )
+    assert len(listed["Contents"]) >= 1
+
+    s3: S3Client = iam_stack.client("s3", iam_stack.credentials["feedback"])
+    capture, batch = settings.capture_bucket, settings.batch_bucket
+    for call in (
+        lambda: s3.get_object(Bucket=batch, Key="incoming/x.csv"),
+        lambda: s3.put_object(Bucket=capture, Key="capture/x", Body=b""),
+        lambda: s3.put_object(Bucket=batch, Key="feedback/x", Body=b""),
     ):
         with pytest.raises(ClientError) as refused:
             call()

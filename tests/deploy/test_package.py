@@ -23,7 +23,7 @@ from tests.functional.batch_support import (
     iris_rows,
 )
 from tools.devstack.stage import stage_environment
-from tools.package import lambda_python, unpack
+from tools.package import SHUTDOWN_EXTENSION, lambda_python, unpack
 
 pytestmark = pytest.mark.package
 
@@ -76,7 +76,13 @@ def test_terraform_wires_the_batch_uploads_and_the_keyed_api(package: Path) -> N
                     "lambda_function_arn": "${aws_lambda_function."
                     "handle_batch_upload.arn}",
                     "filter_prefix": "incoming/",
-                }
+                },
+                {
+                    "events": ["s3:ObjectCreated:*"],
+                    "lambda_function_arn": "${aws_lambda_function."
+                    "handle_feedback_upload.arn}",
+                    "filter_prefix": "feedback/",
+                },
             ],
         }
     ]
@@ -109,6 +115,12 @@ def test_terraform_wires_the_batch_uploads_and_the_keyed_api(package: Path) -> N
     )
     assert json.loads(policies["handle_batch_upload_role"]["policy"]) == load_policy(
         STAGE, "batch"
+    )
+    labels = functions["handle_feedback_upload"]
+    assert (labels["memory_size"], labels["timeout"]) == (1024, 300)
+    assert labels["layers"] == layer
+    assert json.loads(policies["handle_feedback_upload_role"]["policy"]) == load_policy(
+        STAGE, "feedback"
     )
     assert resources["aws_api_gateway_rest_api"]["rest_api"]["body"] == (
         "${local.chalice_api_swagger}"
@@ -326,3 +338,15 @@ def test_the_layer_ships_no_c_api_library_and_stays_under_35_mb(
         or "onnxruntime_pybind11_state." in name
     ]
     assert layer_zip.stat().st_size <= 35_000_000
+
+
+def test_the_layer_ships_the_shutdown_extension_as_an_executable(
+    package: Path,
+) -> None:
+    # Lambda runs every executable under /opt/extensions/ as an external
+    # extension: this one subscribes to SHUTDOWN, so the runtime gets SIGTERM.
+    with zipfile.ZipFile(package / "layer-deployment.zip") as layer:
+        entry = layer.getinfo("extensions/turnout-shutdown")
+        script = layer.read(entry)
+    assert entry.external_attr >> 16 & 0o111 == 0o111
+    assert script == SHUTDOWN_EXTENSION.read_bytes()

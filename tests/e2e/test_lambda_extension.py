@@ -6,6 +6,7 @@ stack's moto server."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from werkzeug.wrappers import Request, Response
 from bench.rest import proxy_event
 from chalicelib.aliases.document import Capture, Shadow
 from chalicelib.capture import read_capture
+from tests.demo_support import ROOT
 from tests.emf_support import emf_lines
 from tools.devstack.clients import aws_environment
 from tools.devstack.processes import ChildProcess
@@ -28,7 +30,6 @@ from tools.devstack.stack import DevStack
 from tools.devstack.stage import stage_environment
 
 WAIT = 60.0  # seconds: a loaded 2-core machine is slow to import onnxruntime
-REQUEST_ID = "invocation-1"
 CAPTURE_BUCKET = "turnout-capture-dev"
 
 
@@ -42,11 +43,21 @@ class FakeLambda:
         self._changed = threading.Condition()
         self._invocations: list[dict[str, Any]] = []
         self._extension_events: list[dict[str, Any]] = []
+        self._shutdown_events: list[dict[str, Any]] = []
+        self._served = 0
         self._closed = False
 
     def invoke(self, event: dict[str, Any]) -> None:
         with self._changed:
             self._invocations.append(event)
+            self._changed.notify_all()
+
+    def shut_down(self, runtime: ChildProcess) -> None:
+        """Lambda's shutdown phase: SIGTERM to the runtime process (an external
+        extension is registered), SHUTDOWN to the external extension."""
+        runtime.process.send_signal(signal.SIGTERM)
+        with self._changed:
+            self._shutdown_events.append({"eventType": "SHUTDOWN"})
             self._changed.notify_all()
 
     def close(self) -> None:
@@ -76,16 +87,26 @@ class FakeLambda:
     def _route(self, request: Request) -> Response:
         path = request.path
         if path == "/2020-01-01/extension/register":
-            assert json.loads(request.get_data()) == {"events": ["INVOKE"]}
-            self._record(
-                f"extension register {request.headers['Lambda-Extension-Name']}"
-            )
+            name = request.headers["Lambda-Extension-Name"]
+            events = json.loads(request.get_data())["events"]
+            # The internal extension asks for INVOKE, the layer's external one
+            # for SHUTDOWN alone.
+            assert (name, events) in [
+                ("turnout-after-response", ["INVOKE"]),
+                ("turnout-shutdown", ["SHUTDOWN"]),
+            ]
+            self._record(f"extension register {name}")
             return Response(
                 json.dumps({"functionName": "turnout"}),
-                headers={"Lambda-Extension-Identifier": "extension-1"},
+                headers={"Lambda-Extension-Identifier": name},
             )
         if path == "/2020-01-01/extension/event/next":
-            assert request.headers["Lambda-Extension-Identifier"] == "extension-1"
+            name = request.headers["Lambda-Extension-Identifier"]
+            if name == "turnout-shutdown":
+                self._record("shutdown extension next")
+                self._take(self._shutdown_events)
+                return Response(json.dumps({"eventType": "SHUTDOWN"}))
+            assert name == "turnout-after-response"
             self._record("extension next")
             event = self._take(self._extension_events)
             return Response(json.dumps(event or {"eventType": "SHUTDOWN"}))
@@ -94,20 +115,22 @@ class FakeLambda:
             invocation = self._take(self._invocations)
             if invocation is None:
                 return Response("closed", status=500)
+            self._served += 1
+            request_id = f"invocation-{self._served}"
             deadline = int((time.time() + 30) * 1000)
             with self._changed:
                 self._extension_events.append(
                     {
                         "eventType": "INVOKE",
                         "deadlineMs": deadline,
-                        "requestId": REQUEST_ID,
+                        "requestId": request_id,
                     }
                 )
                 self._changed.notify_all()
             return Response(
                 json.dumps(invocation),
                 headers={
-                    "Lambda-Runtime-Aws-Request-Id": REQUEST_ID,
+                    "Lambda-Runtime-Aws-Request-Id": request_id,
                     "Lambda-Runtime-Deadline-Ms": str(deadline),
                 },
             )
@@ -208,3 +231,120 @@ def test_the_response_is_posted_and_the_extension_asks_for_next_only_after_the_w
     assert [record["request_id"] for record in read_capture(body.read())] == [
         request_id
     ]
+
+
+# -- the evidence must arrive ------------------------------------------------------
+
+
+def start_runtime(
+    dev_stack: DevStack, api: str, tmp_path: Path, **environment: str
+) -> ChildProcess:
+    """The function's runtime process against the fake API, as Lambda runs it."""
+    return ChildProcess(
+        "lambda runtime",
+        [sys.executable, "-m", "tests.e2e.runtime_api_child"],
+        environment=aws_environment(dev_stack.endpoint_url)
+        | stage_environment()
+        | {
+            "AWS_LAMBDA_RUNTIME_API": api,
+            "TURNOUT_MODEL_CACHE_DIR": str(tmp_path / "models"),
+            **environment,
+        },
+        log=tmp_path / "runtime.log",
+    )
+
+
+def captured_ids(dev_stack: DevStack, alias: str) -> list[list[str]]:
+    """The request ids of each capture object of ``alias``, oldest first."""
+    listing = dev_stack.s3.list_objects_v2(
+        Bucket=CAPTURE_BUCKET, Prefix=f"capture/iris/{alias}/"
+    ).get("Contents", [])
+    objects = []
+    for item in sorted(listing, key=lambda item: item["Key"]):
+        body = dev_stack.s3.get_object(Bucket=CAPTURE_BUCKET, Key=item["Key"])
+        objects.append([r["request_id"] for r in read_capture(body["Body"].read())])
+    return sorted(objects, key=len)
+
+
+def captured_request(app: Any, alias: str) -> dict[str, Any]:
+    return proxy_event(
+        app,
+        "POST",
+        "/models/iris/predict",
+        {"Content-Type": "application/json", "X-Turnout-Alias": alias},
+        json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+    )
+
+
+def test_a_lone_captured_request_is_in_s3_before_the_container_may_freeze(
+    dev_stack: DevStack,
+    fake_lambda: tuple[FakeLambda, str],
+    tmp_path: Path,
+) -> None:
+    """One request and no more traffic, with the default batching (100 requests,
+    60 s): a quiet container writes it after its own invocation, before the
+    extension's ``next`` lets Lambda freeze the environment."""
+    from app import app
+
+    fake, api = fake_lambda
+    create_buckets(dev_stack.s3, CAPTURE_BUCKET)
+    dev_stack.aliases.set_routing("iris", "lone", {1: 100}, actor="tests")
+    dev_stack.aliases.set_capture("iris", "lone", Capture(100), actor="tests")
+    fake.invoke(captured_request(app, "lone"))
+    runtime = start_runtime(dev_stack, api, tmp_path)
+    try:
+        fake.wait_for(lambda journal: journal.count("extension next") == 2, WAIT)
+        # The environment may freeze from here on: the request must be in S3.
+        ids = captured_ids(dev_stack, "lone")
+    except AssertionError:
+        raise AssertionError(runtime.log_tail()) from None
+    finally:
+        runtime.stop()
+    (answer,) = fake.responses.values()
+    assert ids == [[answer["headers"]["X-Request-Id"]]]
+
+
+def test_at_shutdown_the_runtime_writes_what_its_buffer_holds(
+    dev_stack: DevStack,
+    fake_lambda: tuple[FakeLambda, str],
+    tmp_path: Path,
+) -> None:
+    """A busy container batches (the second request follows the first closely);
+    when Lambda shuts it down, the layer's external extension having subscribed
+    to SHUTDOWN, the runtime gets SIGTERM and writes its buffer."""
+    from app import app
+
+    fake, api = fake_lambda
+    create_buckets(dev_stack.s3, CAPTURE_BUCKET)
+    dev_stack.aliases.set_routing("iris", "busy", {1: 100}, actor="tests")
+    dev_stack.aliases.set_capture("iris", "busy", Capture(100), actor="tests")
+    shutdown_extension = ChildProcess(
+        "turnout-shutdown",
+        [sys.executable, str(ROOT / "tools" / "extensions" / "turnout-shutdown")],
+        environment={"AWS_LAMBDA_RUNTIME_API": api},
+        log=tmp_path / "extension.log",
+    )
+    runtime = start_runtime(
+        dev_stack, api, tmp_path, TURNOUT_CAPTURE_FLUSH_SECONDS="3600"
+    )
+    try:
+        fake.wait_for(lambda journal: "shutdown extension next" in journal, WAIT)
+        fake.invoke(captured_request(app, "busy"))
+        fake.wait_for(lambda journal: journal.count("extension next") == 2, WAIT)
+        fake.invoke(captured_request(app, "busy"))
+        fake.wait_for(lambda journal: journal.count("extension next") == 3, WAIT)
+        # The first request was written at once (nothing came before it); the
+        # second waits in the buffer for more.
+        assert len(captured_ids(dev_stack, "busy")) == 1
+        fake.shut_down(runtime)
+        assert runtime.process.wait(WAIT) == 0
+        assert shutdown_extension.process.wait(WAIT) == 0
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{runtime.log_tail()}") from None
+    finally:
+        runtime.stop()
+        shutdown_extension.stop()
+    answers = [fake.responses[f"invocation-{n}"] for n in (1, 2)]
+    first, second = (answer["headers"]["X-Request-Id"] for answer in answers)
+    assert captured_ids(dev_stack, "busy") == [[first], [second]]
+    assert "extension register turnout-shutdown" in fake.journal

@@ -48,6 +48,8 @@ def serving_client(
     wiring.install(wired)
     with Client(app, stage_name="dev", project_dir=str(ROOT)) as client:
         yield client
+    # Write what the buffers hold (and stop their timers) while moto still runs.
+    wired.flush_evidence()
     wired.wait_for_background_work()
     wiring.reset()
 

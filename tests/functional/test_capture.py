@@ -213,6 +213,7 @@ def test_captured_requests_are_read_back_and_match_the_requests(
         assert record.pop("time").startswith(day)
         assert record == {
             "request_id": response.headers["X-Request-Id"],
+            "caller_id": None,
             "model": "iris",
             "version": 2,
             "alias": "prod",

@@ -291,6 +291,22 @@ def test_a_refused_capture_write_is_counted() -> None:
     )
 
 
+def test_late_and_lost_evidence_is_counted() -> None:
+    stream = io.StringIO()
+    log = MetricsLog(stream, wall_clock=lambda: NOW)
+    log.capture_late("iris", "prod", 3)
+    log.feedback_failed("iris", 5, "AccessDenied")
+    log.feedback_late("iris", 2)
+    late, failed, labels_late = emf_lines(stream.getvalue())
+    dimensions = [line["_aws"]["CloudWatchMetrics"][0]["Dimensions"] for line in
+                  (late, failed, labels_late)]  # fmt: skip
+    assert dimensions == [[["Model", "Alias"]], [["Model"]], [["Model"]]]
+    assert (late["event"], late["CaptureRecordsLate"]) == ("capture_late", 3)
+    assert (failed["FeedbackErrors"], failed["FeedbackRecordsLost"]) == (1, 5)
+    assert failed["error"] == "AccessDenied"
+    assert labels_late["FeedbackRecordsLate"] == 2
+
+
 def test_on_lambda_the_line_is_written_after_the_response() -> None:
     stream = io.StringIO()
     work = BackgroundWork(deferred=True)

@@ -39,6 +39,8 @@ logger = logging.getLogger("devstack")
 
 BATCH_FUNCTION = "handle_batch_upload"
 SHARD_FUNCTION = "handle_batch_shard"
+# Labels files uploaded under feedback/ (chalicelib.feedback).
+FEEDBACK_FUNCTION = "handle_feedback_upload"
 # Settings make dev's own environment overrides the stage's with, when set:
 # ``TURNOUT_BATCH_SHARD_BYTES=8388608 make dev`` fans out a 50 MB file.
 DEV_OVERRIDES = ("TURNOUT_BATCH_SHARD_BYTES",)
@@ -74,6 +76,12 @@ def describe_outcome(result: object) -> tuple[int, str]:
         return logging.INFO, "superseded by a newer upload of the file"
     if action == "lost":
         return logging.WARNING, "stopped: another delivery took the job over"
+    if action == "labels filed":
+        filed = f"{result.get('labels')} labels filed"
+        if result.get("rejected"):
+            rejected = f"{result.get('rejected')} rejected (see {result.get('errors')})"
+            return logging.WARNING, f"{filed}, {rejected}"
+        return logging.INFO, filed
     status = manifest.get("status")
     rows = manifest.get("rows", {})
     if status == "failed":

@@ -39,17 +39,22 @@ def connect_bucket_events(
     queue_arn = sqs.get_queue_attributes(
         QueueUrl=queue_url, AttributeNames=["QueueArn"]
     )["Attributes"]["QueueArn"]
+    # Other prefixes' queues stay (labels files under feedback/ have their own).
+    kept = s3.get_bucket_notification_configuration(Bucket=bucket).get(
+        "QueueConfigurations", []
+    )
     s3.put_bucket_notification_configuration(
         Bucket=bucket,
         NotificationConfiguration={
             "QueueConfigurations": [
+                *kept,
                 {
                     "QueueArn": queue_arn,
                     "Events": ["s3:ObjectCreated:*"],
                     "Filter": {
                         "Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}
                     },
-                }
+                },
             ]
         },
     )

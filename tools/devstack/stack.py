@@ -11,9 +11,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
+from chalicelib.config import FEEDBACK_PREFIX
 from chalicelib.registry.versions import Registry
 from tools.devstack.clients import cloudwatch_client, s3_client, sqs_client
 from tools.devstack.emulator import (
+    FEEDBACK_FUNCTION,
     SCHEDULE_SECONDS,
     SHARD_FUNCTION,
     scheduled_functions,
@@ -105,6 +107,7 @@ class DevStack:
         self.moto: Server | None = None
         self.api: Server | None = None
         self.pump: ChildProcess | None = None
+        self.feedback_pump: ChildProcess | None = None
         self.queue_url = ""
         self.metrics: LogForwarder | None = None
         self._echoed_logs: Path | None = None
@@ -168,6 +171,21 @@ class DevStack:
             self.endpoint_url, self.queue_url, stage=self.stage, log=self._log("pump")
         )
         self._stack.callback(self.pump.stop)
+        feedback_queue_url = connect_bucket_events(
+            self.s3,
+            self.sqs,
+            self.batch_bucket,
+            f"{self.queue_name}-feedback",
+            prefix=FEEDBACK_PREFIX,
+        )
+        self.feedback_pump = start_event_pump(
+            self.endpoint_url,
+            feedback_queue_url,
+            stage=self.stage,
+            function_name=FEEDBACK_FUNCTION,
+            log=self._log("feedback-pump"),
+        )
+        self._stack.callback(self.feedback_pump.stop)
         for worker in range(self.shard_workers):
             shard_pump = start_event_pump(
                 self.endpoint_url,
@@ -234,7 +252,7 @@ class DevStack:
         for server in (self.moto, self.api):
             if server is not None and server.child is not None:
                 server.child.check_running()
-        for child in [self.pump, *self.shard_pumps, *self.timers]:
+        for child in [self.pump, self.feedback_pump, *self.shard_pumps, *self.timers]:
             if child is not None:
                 child.check_running()
 
@@ -244,6 +262,7 @@ class DevStack:
         tails = []
         for child, characters in (
             (self.pump, 4000),
+            (self.feedback_pump, 2000),
             *((pump, 2000) for pump in self.shard_pumps),
             *((timer, 2000) for timer in self.timers),
             (self.api.child if self.api else None, 4000),
