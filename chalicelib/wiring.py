@@ -32,6 +32,8 @@ from chalicelib.sessions import ArtifactFiles, ModelCache
 from chalicelib.shadow import ShadowRuns
 
 if TYPE_CHECKING:
+    import botocore.session
+    from botocore.config import Config
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
@@ -42,11 +44,26 @@ if TYPE_CHECKING:
     from chalicelib.rest import RestApi
 
 
+@functools.cache
+def _aws_session() -> botocore.session.Session:
+    """The container's botocore session, shared by its clients. Clients come from
+    botocore, not boto3: boto3's import brings s3transfer and the resource layer,
+    which nothing here uses (batch uploads and downloads go through
+    ``chalicelib.batch.s3io``), and costs a cold start tens of milliseconds."""
+    import botocore.session
+
+    return botocore.session.get_session()
+
+
+def _client(service: str, config: Config | None = None) -> Any:
+    """A client of ``service``; honours AWS_ENDPOINT_URL (moto locally)."""
+    return _aws_session().create_client(service, config=config)
+
+
 def _s3_client() -> S3Client:
     """An S3 client; honours AWS_ENDPOINT_URL (moto locally)."""
-    import boto3
-
-    return boto3.client("s3")
+    client: S3Client = _client("s3")
+    return client
 
 
 def _batch_s3_client() -> S3Client:
@@ -55,23 +72,22 @@ def _batch_s3_client() -> S3Client:
     already protects them in transit and S3 checksums what it stores, while the
     SDK's CRC32 (and the chunked encoding it uploads with) costs the function
     CPU it needs for predicting."""
-    import boto3
     from botocore.config import Config
 
-    return boto3.client(
+    client: S3Client = _client(
         "s3",
-        config=Config(
+        Config(
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         ),
     )
+    return client
 
 
 def _sqs_client() -> SQSClient:
     """An SQS client; honours AWS_ENDPOINT_URL (moto locally)."""
-    import boto3
-
-    return boto3.client("sqs")
+    client: SQSClient = _client("sqs")
+    return client
 
 
 class Container:
@@ -163,6 +179,9 @@ class Container:
     def predictor(self) -> Predictor:
         settings = self.settings
         registry = self.registry
+        manifests = ManifestCache(
+            registry, settings.manifest_cache_seconds, clock=self.clock
+        )
         return Predictor(
             registry,
             AliasCache(
@@ -170,8 +189,9 @@ class Container:
                 settings.model_bucket,
                 settings.alias_cache_seconds,
                 clock=self.clock,
+                manifests=manifests,
             ),
-            ManifestCache(registry, settings.manifest_cache_seconds, clock=self.clock),
+            manifests,
             ModelCache(
                 registry.fetch_artifact,
                 ArtifactFiles(

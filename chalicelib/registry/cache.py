@@ -32,6 +32,18 @@ class ManifestCache:
         self._entries: dict[tuple[str, int], tuple[Manifest, float]] = {}
         self._lock = threading.Lock()
 
+    def offer(self, manifest: Manifest) -> None:
+        """Hold ``manifest``, just read with an alias head that sends traffic to
+        its version, as if the registry had been read now; a version held already
+        keeps its copy. A head routes only to versions that are not deleted (a
+        deletion is refused while one does, ``chalicelib.registry.deletion``), so
+        the head stands in for the manifest's read and its tombstone check; after
+        ``ttl_seconds`` the copy is revalidated like any other."""
+        key = (manifest.name, manifest.version)
+        now = self._clock()
+        with self._lock:
+            self._entries.setdefault(key, (manifest, now))
+
     def get(self, name: str, version: int) -> Manifest:
         """The version's manifest; the errors of ``Registry.get_manifest``."""
         key = (name, version)
