@@ -13,6 +13,7 @@ seeded random source.
 from __future__ import annotations
 
 import functools
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib import extension
 from chalicelib.aliases.cache import AliasCache
 from chalicelib.background import BackgroundWork
-from chalicelib.config import Settings
+from chalicelib.config import Settings, intra_op_threads
 from chalicelib.emf import MetricsLog
 from chalicelib.observe import Observer, Observers
 from chalicelib.predictor import Predictor
@@ -198,7 +199,12 @@ class Container:
                     settings.model_cache_dir, settings.model_file_cache_bytes
                 ),
                 settings.session_cache_bytes,
-                threads=settings.session_threads,
+                threads=intra_op_threads(
+                    settings.session_threads,
+                    os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+                    os.cpu_count(),
+                ),
+                spinning=settings.session_spinning,
                 failure_seconds=settings.integrity_failure_seconds,
                 clock=self.clock,
             ),
