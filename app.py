@@ -29,6 +29,11 @@ app.log.setLevel(logging.INFO)
 if extension.register_at_init(drain=lambda: wiring.container().work.run_pending()):
     app.register_middleware(extension.after_each_invocation, "all")
 
+# Models that TURNOUT_PRELOAD names are loaded now, during init, so that no request
+# waits for them (chalicelib.preload); a malformed value fails the init.
+if Settings.from_env().preload:
+    wiring.preload()
+
 # --- REST: Open Inference Protocol (V2) and instances ------------------------
 
 # Every content type reaches the handlers, which refuse what they do not read with

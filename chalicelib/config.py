@@ -79,6 +79,9 @@ class Settings:
     batch_shard_attempts: int = 3
     # A running job's manifest says how far it is at most this often.
     batch_progress_seconds: float = 5.0
+    # Models loaded during init (chalicelib.preload): comma-separated model@alias
+    # or model@version. Set it on the REST function only.
+    preload: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

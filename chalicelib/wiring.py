@@ -306,3 +306,13 @@ def predictor() -> Predictor:
 
 def rest_api() -> RestApi:
     return container().rest_api
+
+
+def preload() -> None:
+    """Load the models TURNOUT_PRELOAD names (``chalicelib.preload``) now: during
+    init when ``app.py`` calls it. ValueError when the setting is malformed."""
+    from chalicelib.preload import parse_preload, preload_models
+
+    targets = parse_preload(settings().preload)
+    if targets:
+        preload_models(predictor(), targets)

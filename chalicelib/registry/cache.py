@@ -37,10 +37,11 @@ class ManifestCache:
     def offer(self, manifest: Manifest) -> None:
         """Hold ``manifest``, just read with an alias head that sends traffic to
         its version, as if the registry had been read now; a version held already
-        keeps its copy, and one found deleted stays so. A head routes only to versions that are not deleted (a
-        deletion is refused while one does, ``chalicelib.registry.deletion``), so
-        the head stands in for the manifest's read and its tombstone check; after
-        ``ttl_seconds`` the copy is revalidated like any other."""
+        keeps its copy, and one found deleted stays so. A head routes only to
+        versions that are not deleted (a deletion is refused while one does,
+        ``chalicelib.registry.deletion``), so the head stands in for the
+        manifest's read and its tombstone check; after ``ttl_seconds`` the copy is
+        revalidated like any other."""
         key = (manifest.name, manifest.version)
         now = self._clock()
         with self._lock:

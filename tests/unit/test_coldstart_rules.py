@@ -15,6 +15,7 @@ from chalicelib.aliases.document import (
     serving_order,
 )
 from chalicelib.config import intra_op_threads
+from chalicelib.preload import PreloadTarget, parse_preload
 from chalicelib.registry.manifest import Manifest, Signature, TensorSpec
 
 
@@ -80,3 +81,36 @@ def test_threads_follow_the_functions_share_of_cpu(
     configured: int, memory: str | None, cores: int | None, threads: int
 ) -> None:
     assert intra_op_threads(configured, memory, cores) == threads
+
+
+def test_preload_reads_aliases_and_versions() -> None:
+    assert parse_preload(" iris@prod, diabetes@3 ,iris@beta") == (
+        PreloadTarget("iris", alias="prod"),
+        PreloadTarget("diabetes", version=3),
+        PreloadTarget("iris", alias="beta"),
+    )
+    assert parse_preload("") == parse_preload("  ") == ()
+    assert [str(target) for target in parse_preload("iris@prod,iris@2")] == [
+        "iris@prod",
+        "iris@2",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("iris", "TURNOUT_PRELOAD entry 'iris' is not model@alias or model@version"),
+        ("iris@", "TURNOUT_PRELOAD entry 'iris@' is not model@alias or model@version"),
+        ("@prod", "TURNOUT_PRELOAD entry '@prod' is not model@alias or model@version"),
+        ("iris@prod,", "TURNOUT_PRELOAD entry '' is not model@alias or model@version"),
+        ("iris@0", "TURNOUT_PRELOAD entry 'iris@0': invalid version name '0':"),
+        ("Iris!@prod", "TURNOUT_PRELOAD entry 'Iris!@prod': invalid model name"),
+        ("iris@pr od", "TURNOUT_PRELOAD entry 'iris@pr od': invalid alias name"),
+    ],
+)
+def test_a_malformed_preload_is_refused_naming_the_entry(
+    value: str, message: str
+) -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_preload(value)
+    assert str(raised.value).startswith(message)
