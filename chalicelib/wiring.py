@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib import extension
 from chalicelib.aliases.cache import AliasCache
@@ -34,7 +34,6 @@ from chalicelib.shadow import ShadowRuns
 
 if TYPE_CHECKING:
     import botocore.session
-    from botocore.config import Config
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
@@ -45,9 +44,8 @@ if TYPE_CHECKING:
     from chalicelib.rest import RestApi
 
 
-@functools.cache
 def _aws_session() -> botocore.session.Session:
-    """The container's botocore session, shared by its clients. Clients come from
+    """A botocore session, which a container's clients share. Clients come from
     botocore, not boto3: boto3's import brings s3transfer and the resource layer,
     which nothing here uses (batch uploads and downloads go through
     ``chalicelib.batch.s3io``), and costs a cold start tens of milliseconds."""
@@ -56,18 +54,12 @@ def _aws_session() -> botocore.session.Session:
     return botocore.session.get_session()
 
 
-def _client(service: str, config: Config | None = None) -> Any:
-    """A client of ``service``; honours AWS_ENDPOINT_URL (moto locally)."""
-    return _aws_session().create_client(service, config=config)
-
-
-def _s3_client() -> S3Client:
+def _s3_client(session: botocore.session.Session) -> S3Client:
     """An S3 client; honours AWS_ENDPOINT_URL (moto locally)."""
-    client: S3Client = _client("s3")
-    return client
+    return cast("S3Client", session.create_client("s3"))
 
 
-def _batch_s3_client() -> S3Client:
+def _batch_s3_client(session: botocore.session.Session) -> S3Client:
     """The batch function's S3 client: like ``_s3_client`` but without the SDK's
     own checksum on every request and response. Batch jobs move gigabytes; TLS
     already protects them in transit and S3 checksums what it stores, while the
@@ -75,20 +67,16 @@ def _batch_s3_client() -> S3Client:
     CPU it needs for predicting."""
     from botocore.config import Config
 
-    client: S3Client = _client(
-        "s3",
-        Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
+    config = Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
-    return client
+    return cast("S3Client", session.create_client("s3", config=config))
 
 
-def _sqs_client() -> SQSClient:
+def _sqs_client(session: botocore.session.Session) -> SQSClient:
     """An SQS client; honours AWS_ENDPOINT_URL (moto locally)."""
-    client: SQSClient = _client("sqs")
-    return client
+    return cast("SQSClient", session.create_client("sqs"))
 
 
 class Container:
@@ -135,16 +123,22 @@ class Container:
         return replace(base, **self._overrides) if self._overrides else base
 
     @functools.cached_property
+    def aws_session(self) -> botocore.session.Session:
+        """The session the container's own clients come from (its credentials
+        are read once, on first use)."""
+        return _aws_session()
+
+    @functools.cached_property
     def s3(self) -> S3Client:
-        return self._s3 or _s3_client()
+        return self._s3 or _s3_client(self.aws_session)
 
     @functools.cached_property
     def batch_s3(self) -> S3Client:
-        return self._batch_s3 or self._s3 or _batch_s3_client()
+        return self._batch_s3 or self._s3 or _batch_s3_client(self.aws_session)
 
     @functools.cached_property
     def sqs(self) -> SQSClient:
-        return self._sqs or _sqs_client()
+        return self._sqs or _sqs_client(self.aws_session)
 
     @functools.cached_property
     def shard_queue(self) -> ShardQueue | None:
