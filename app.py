@@ -33,6 +33,11 @@ if extension.register_at_init(drain=lambda: wiring.container().work.run_pending(
     # buffered.
     extension.flush_on_sigterm(lambda: wiring.container().flush_evidence())
 
+# Models that TURNOUT_PRELOAD names are loaded now, during init, so that no request
+# waits for them (chalicelib.preload); a malformed value fails the init.
+if Settings.from_env().preload:
+    wiring.preload()
+
 # --- REST: Open Inference Protocol (V2) and instances ------------------------
 
 # Every content type reaches the handlers, which refuse what they do not read with

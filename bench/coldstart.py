@@ -4,12 +4,15 @@ Run by ``bench.rest`` in a fresh process per measurement, never imported by it::
 
     python -m bench.coldstart floor      # boto3 + onnxruntime by hand
     python -m bench.coldstart turnout    # Turnout's Lambda handler module
+    python -m bench.coldstart preload    # the same, TURNOUT_PRELOAD=$BENCH_PRELOAD
 
 The environment carries the moto endpoint (``AWS_ENDPOINT_URL``), the stage's
-``TURNOUT_...`` variables, ``BENCH_MODEL_KEY`` (floor) and ``BENCH_EVENT``
-(Turnout: an API Gateway proxy event). Prints one JSON line: the seconds, the
-status code, the answer's body and the peak resident memory (``VmHWM``, in MB:
-``ru_maxrss`` of a child would carry its parent's peak).
+``TURNOUT_...`` variables, ``BENCH_MODEL_KEY`` (floor), ``BENCH_EVENT``
+(Turnout: an API Gateway proxy event) and ``BENCH_PRELOAD`` (preload). Prints
+one JSON line: the seconds, the seconds of the init (importing the handler
+module; Turnout only, else the whole), the status code, the answer's body and
+the peak resident memory (``VmHWM``, in MB: ``ru_maxrss`` of a child would
+carry its parent's peak).
 
 ``bench.package`` runs this file by path in a bare interpreter on the unzipped
 deployment package: it imports nothing but the standard library at the top.
@@ -18,6 +21,7 @@ deployment package: it imports nothing but the standard library at the top.
 import time
 
 STARTED = time.perf_counter()
+INIT_DONE: float | None = None
 
 import json  # noqa: E402
 import os  # noqa: E402
@@ -46,6 +50,8 @@ def turnout() -> tuple[int, str]:
 
     from app import app
 
+    global INIT_DONE
+    INIT_DONE = time.perf_counter()
     context = SimpleNamespace(
         aws_request_id="cold-start",
         function_name="turnout-dev",
@@ -54,6 +60,12 @@ def turnout() -> tuple[int, str]:
     )
     response = app(json.loads(os.environ["BENCH_EVENT"]), context)
     return int(response["statusCode"]), str(response["body"])
+
+
+def preload() -> tuple[int, str]:
+    """``turnout`` on a function that preloads ``BENCH_PRELOAD`` during init."""
+    os.environ["TURNOUT_PRELOAD"] = os.environ["BENCH_PRELOAD"]
+    return turnout()
 
 
 def peak_mb() -> float:
@@ -66,10 +78,18 @@ def peak_mb() -> float:
 
 
 if __name__ == "__main__":
-    status, body = {"floor": floor, "turnout": turnout}[sys.argv[1]]()
-    seconds = time.perf_counter() - STARTED
+    modes = {"floor": floor, "turnout": turnout, "preload": preload}
+    status, body = modes[sys.argv[1]]()
+    answered = time.perf_counter()
+    init = (INIT_DONE or answered) - STARTED
     print(
         json.dumps(
-            {"seconds": seconds, "status": status, "body": body, "peak_mb": peak_mb()}
+            {
+                "seconds": answered - STARTED,
+                "init_seconds": init,
+                "status": status,
+                "body": body,
+                "peak_mb": peak_mb(),
+            }
         )
     )

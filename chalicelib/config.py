@@ -12,6 +12,9 @@ from dataclasses import dataclass, fields
 
 MIB = 1024 * 1024
 
+# Lambda gives a function one vCPU's worth of time per this many MB of memory.
+MB_PER_VCPU = 1769
+
 # Batch jobs: uploads under INCOMING_PREFIX, results under OUTGOING_PREFIX.
 INCOMING_PREFIX = "incoming/"
 OUTGOING_PREFIX = "outgoing/"
@@ -41,9 +44,13 @@ class Settings:
     # How long a warm container trusts that a version it has read still exists
     # (a deleted version stops answering within this time).
     manifest_cache_seconds: float = 5.0
-    # onnxruntime threads per request (0: one per core). The batch function sets 1:
-    # it already keeps the cores busy reading, parsing and uploading.
+    # onnxruntime threads per request (0: the function's share of CPU on Lambda,
+    # see intra_op_threads; one per core elsewhere). The batch function sets 1: it
+    # already keeps the cores busy reading, parsing and uploading.
     session_threads: int = 0
+    # Whether onnxruntime's idle threads spin waiting for work: they burn CPU that
+    # Lambda bills and the request's own thread could use.
+    session_spinning: bool = False
     max_model_bytes: int = 512 * MIB
     # API Gateway and Lambda refuse synchronous payloads over 6 MB.
     max_request_bytes: int = 6 * MIB
@@ -74,6 +81,9 @@ class Settings:
     batch_shard_attempts: int = 3
     # A running job's manifest says how far it is at most this often.
     batch_progress_seconds: float = 5.0
+    # Models loaded during init (chalicelib.preload): comma-separated model@alias
+    # or model@version. Set it on the REST function only.
+    preload: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -100,3 +110,16 @@ class Settings:
                     f"{type(default).__name__}"
                 ) from None
         return cls(**values)  # type: ignore[arg-type]
+
+
+def intra_op_threads(configured: int, memory_mb: str | None, cores: int | None) -> int:
+    """onnxruntime's threads per request: ``configured`` when positive; else, on
+    Lambda (``memory_mb``, its AWS_LAMBDA_FUNCTION_MEMORY_SIZE, is set), the
+    function's share of CPU, one thread per 1,769 MB rounded, at least 1 and at
+    most ``cores``; else 0 (onnxruntime's choice, one per core)."""
+    if configured > 0:
+        return configured
+    if not memory_mb:
+        return 0
+    share = int(int(memory_mb) / MB_PER_VCPU + 0.5)
+    return max(1, min(share, cores or 1))

@@ -10,6 +10,8 @@ and tombstones are kept this way.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
@@ -45,6 +47,16 @@ class NotModified:
 NOT_MODIFIED: Final = NotModified()
 
 
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as read: its JSON (or NOT_MODIFIED), its ETag and the object's
+    user metadata (empty when not transferred)."""
+
+    document: Any
+    etag: str
+    metadata: Mapping[str, str]
+
+
 class JsonDocuments:
     """JSON documents under keys of ``bucket``."""
 
@@ -58,6 +70,13 @@ class JsonDocuments:
         """The document at ``key`` and its ETag; None when there is none. With
         ``unless_etag``, a document still at that ETag is not transferred:
         ``(NOT_MODIFIED, unless_etag)``. ValueError when it is not JSON."""
+        stored = self.read_stored(key, unless_etag=unless_etag)
+        return None if stored is None else (stored.document, stored.etag)
+
+    def read_stored(
+        self, key: str, *, unless_etag: str | None = None
+    ) -> StoredDocument | None:
+        """Like ``read``, with the object's user metadata."""
         request: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if unless_etag is not None:
             request["IfNoneMatch"] = unless_etag
@@ -65,15 +84,27 @@ class JsonDocuments:
             response = self.s3.get_object(**request)
         except ClientError as error:
             if unless_etag is not None and error_code(error) in {"304", "NotModified"}:
-                return NOT_MODIFIED, unless_etag
+                return StoredDocument(NOT_MODIFIED, unless_etag, {})
             if is_missing(error):
                 return None
             raise
-        return json.loads(response["Body"].read()), response["ETag"]
+        return StoredDocument(
+            json.loads(response["Body"].read()),
+            response["ETag"],
+            response.get("Metadata") or {},
+        )
 
-    def write(self, key: str, document: Any, *, etag: str | None) -> str:
-        """Write ``document`` at ``key`` if it is still at ``etag`` (None: if there
-        is no document yet) and return its new ETag; DocumentConflictError if not."""
+    def write(
+        self,
+        key: str,
+        document: Any,
+        *,
+        etag: str | None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Write ``document`` (with the object's user ``metadata``) at ``key`` if it
+        is still at ``etag`` (None: if there is no document yet) and return its new
+        ETag; DocumentConflictError if not."""
         condition = {"IfMatch": etag} if etag is not None else {"IfNoneMatch": "*"}
         try:
             response = self.s3.put_object(
@@ -81,6 +112,7 @@ class JsonDocuments:
                 Key=key,
                 Body=json.dumps(document, indent=2).encode(),
                 ContentType="application/json",
+                Metadata=dict(metadata or {}),
                 **condition,  # type: ignore[arg-type]
             )
         except ClientError as error:

@@ -50,14 +50,18 @@ class ModelInfo:
 
 
 def open_session(
-    model: bytes | str, *, threads: int = 0
+    model: bytes | str, *, threads: int = 0, spinning: bool = False
 ) -> onnxruntime.InferenceSession:
     """An onnxruntime CPU session over the model's bytes or its path, running each
-    request on ``threads`` threads (0: onnxruntime's choice, one per core)."""
+    request on ``threads`` threads (0: onnxruntime's choice, one per core), whose
+    idle threads spin waiting for work only when ``spinning``."""
     ort = _onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(
         model, sess_options=options, providers=["CPUExecutionProvider"]
     )
@@ -343,7 +347,8 @@ class ModelCache:
     A model missing from memory is opened from its file in ``files`` (written only
     after verification), else fetched with ``fetch`` (which returns unverified
     bytes) and verified before it is kept. Every session's signature is checked
-    against its manifest. An integrity failure is remembered for
+    against its manifest; sessions run on ``threads`` threads, spinning when
+    ``spinning`` (``open_session``). An integrity failure is remembered for
     ``failure_seconds`` (by ``clock``): that version is refused meanwhile without
     downloading its artifact again.
     """
@@ -355,6 +360,7 @@ class ModelCache:
         max_bytes: int,
         *,
         threads: int = 0,
+        spinning: bool = False,
         failure_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -362,6 +368,7 @@ class ModelCache:
         self._files = files
         self._max_bytes = max_bytes
         self._threads = threads
+        self._spinning = spinning
         self._failure_seconds = failure_seconds
         self._clock = clock
         self._sessions: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
@@ -414,12 +421,14 @@ class ModelCache:
         and verified bytes (then kept as a file); its signature checked."""
         with self._files.borrow(manifest.sha256) as path:
             if path is not None:
-                session = open_session(path, threads=self._threads)
+                session = open_session(
+                    path, threads=self._threads, spinning=self._spinning
+                )
                 check_signature(manifest, session)
                 return session
         data = self._fetch(manifest)
         verify_artifact(manifest, data)
-        session = open_session(data, threads=self._threads)
+        session = open_session(data, threads=self._threads, spinning=self._spinning)
         check_signature(manifest, session)
         self._files.store(manifest.sha256, data)
         return session

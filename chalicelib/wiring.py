@@ -13,16 +13,17 @@ seeded random source.
 from __future__ import annotations
 
 import functools
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from chalicelib import extension
 from chalicelib.aliases.cache import AliasCache
 from chalicelib.background import BackgroundWork
-from chalicelib.config import Settings
+from chalicelib.config import Settings, intra_op_threads
 from chalicelib.emf import MetricsLog
 from chalicelib.observe import Observer, Observers
 from chalicelib.predictor import Predictor
@@ -32,6 +33,7 @@ from chalicelib.sessions import ArtifactFiles, ModelCache
 from chalicelib.shadow import ShadowRuns
 
 if TYPE_CHECKING:
+    import botocore.session
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
@@ -43,36 +45,39 @@ if TYPE_CHECKING:
     from chalicelib.rest import RestApi
 
 
-def _s3_client() -> S3Client:
+def _aws_session() -> botocore.session.Session:
+    """A botocore session, which a container's clients share. Clients come from
+    botocore, not boto3: boto3's import brings s3transfer and the resource layer,
+    which nothing here uses (batch uploads and downloads go through
+    ``chalicelib.batch.s3io``), and costs a cold start tens of milliseconds."""
+    import botocore.session
+
+    return botocore.session.get_session()
+
+
+def _s3_client(session: botocore.session.Session) -> S3Client:
     """An S3 client; honours AWS_ENDPOINT_URL (moto locally)."""
-    import boto3
-
-    return boto3.client("s3")
+    return cast("S3Client", session.create_client("s3"))
 
 
-def _batch_s3_client() -> S3Client:
+def _batch_s3_client(session: botocore.session.Session) -> S3Client:
     """The batch function's S3 client: like ``_s3_client`` but without the SDK's
     own checksum on every request and response. Batch jobs move gigabytes; TLS
     already protects them in transit and S3 checksums what it stores, while the
     SDK's CRC32 (and the chunked encoding it uploads with) costs the function
     CPU it needs for predicting."""
-    import boto3
     from botocore.config import Config
 
-    return boto3.client(
-        "s3",
-        config=Config(
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        ),
+    config = Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
     )
+    return cast("S3Client", session.create_client("s3", config=config))
 
 
-def _sqs_client() -> SQSClient:
+def _sqs_client(session: botocore.session.Session) -> SQSClient:
     """An SQS client; honours AWS_ENDPOINT_URL (moto locally)."""
-    import boto3
-
-    return boto3.client("sqs")
+    return cast("SQSClient", session.create_client("sqs"))
 
 
 class Container:
@@ -119,16 +124,22 @@ class Container:
         return replace(base, **self._overrides) if self._overrides else base
 
     @functools.cached_property
+    def aws_session(self) -> botocore.session.Session:
+        """The session the container's own clients come from (its credentials
+        are read once, on first use)."""
+        return _aws_session()
+
+    @functools.cached_property
     def s3(self) -> S3Client:
-        return self._s3 or _s3_client()
+        return self._s3 or _s3_client(self.aws_session)
 
     @functools.cached_property
     def batch_s3(self) -> S3Client:
-        return self._batch_s3 or self._s3 or _batch_s3_client()
+        return self._batch_s3 or self._s3 or _batch_s3_client(self.aws_session)
 
     @functools.cached_property
     def sqs(self) -> SQSClient:
-        return self._sqs or _sqs_client()
+        return self._sqs or _sqs_client(self.aws_session)
 
     @functools.cached_property
     def shard_queue(self) -> ShardQueue | None:
@@ -164,6 +175,9 @@ class Container:
     def predictor(self) -> Predictor:
         settings = self.settings
         registry = self.registry
+        manifests = ManifestCache(
+            registry, settings.manifest_cache_seconds, clock=self.clock
+        )
         return Predictor(
             registry,
             AliasCache(
@@ -171,15 +185,21 @@ class Container:
                 settings.model_bucket,
                 settings.alias_cache_seconds,
                 clock=self.clock,
+                manifests=manifests,
             ),
-            ManifestCache(registry, settings.manifest_cache_seconds, clock=self.clock),
+            manifests,
             ModelCache(
                 registry.fetch_artifact,
                 ArtifactFiles(
                     settings.model_cache_dir, settings.model_file_cache_bytes
                 ),
                 settings.session_cache_bytes,
-                threads=settings.session_threads,
+                threads=intra_op_threads(
+                    settings.session_threads,
+                    os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),
+                    os.cpu_count(),
+                ),
+                spinning=settings.session_spinning,
                 failure_seconds=settings.integrity_failure_seconds,
                 clock=self.clock,
             ),
@@ -343,3 +363,13 @@ def predictor() -> Predictor:
 
 def rest_api() -> RestApi:
     return container().rest_api
+
+
+def preload() -> None:
+    """Load the models TURNOUT_PRELOAD names (``chalicelib.preload``) now: during
+    init when ``app.py`` calls it. ValueError when the setting is malformed."""
+    from chalicelib.preload import parse_preload, preload_models
+
+    targets = parse_preload(settings().preload)
+    if targets:
+        preload_models(predictor(), targets)

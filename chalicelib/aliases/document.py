@@ -3,17 +3,22 @@
 An alias routes a model's traffic to versions by weight (``Revision.weights``),
 may copy some of it to a shadow version (``Shadow``) and capture some of it
 (``Capture``). Its head (``AliasDocument``) holds the current revision; each
-revision is also kept on its own (``chalicelib.aliases.store``).
+revision is also kept on its own (``chalicelib.aliases.store``). The head's
+object also carries, in its metadata, the manifests of the versions it sends
+traffic to (``serving_metadata``): a cold container's first request reads them
+with the head instead of reading each manifest and its tombstone.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chalicelib.errors import InvalidAliasError
+from chalicelib.registry.manifest import Manifest
 
 
 def plain_number(value: Any) -> float:
@@ -126,6 +131,10 @@ class AliasDocument:
     current: Revision
     revision_id: str
     fence: int = 0
+    # The manifests of the versions with a positive weight, heaviest first, as
+    # many as fit in the object's metadata (``serving_metadata``): not part of
+    # the document itself, nor of its equality.
+    serving: tuple[Manifest, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def revision(self) -> int:
@@ -161,6 +170,62 @@ class AliasDocument:
             revision_id=str(data["revision_id"]),
             fence=int(data.get("fence", 0)),
         )
+
+    @classmethod
+    def from_stored(
+        cls, data: Mapping[str, Any], metadata: Mapping[str, str]
+    ) -> AliasDocument:
+        """A head as stored: its JSON ``data`` and the manifests its object's
+        ``metadata`` carries (none for a head written before heads carried them)."""
+        head = cls.from_dict(data)
+        return replace(head, serving=read_serving(head.name, head.weights, metadata))
+
+
+# S3 user metadata is at most 2 KB, keys and values together; the JSON is ASCII
+# (json.dumps escapes the rest), as HTTP headers must be.
+SERVING_METADATA_KEY = "turnout-serving"
+MAX_SERVING_METADATA_BYTES = 2048
+
+
+def serving_order(weights: Mapping[int, float]) -> list[int]:
+    """The versions that get traffic, heaviest first (the lowest number among
+    equals, so the first is ``predictor.primary_version``'s choice)."""
+    return sorted(
+        (v for v, w in weights.items() if w > 0), key=lambda v: (-weights[v], v)
+    )
+
+
+def serving_metadata(manifests: tuple[Manifest, ...]) -> dict[str, str]:
+    """The head object's metadata carrying ``manifests`` (heaviest first): as many
+    as fit in S3's 2 KB, none when not even the first does."""
+    kept = list(manifests)
+    while kept:
+        value = json.dumps([m.to_dict() for m in kept], separators=(",", ":"))
+        if len(SERVING_METADATA_KEY) + len(value) <= MAX_SERVING_METADATA_BYTES:
+            return {SERVING_METADATA_KEY: value}
+        kept.pop()
+    return {}
+
+
+def read_serving(
+    name: str, weights: Mapping[int, float], metadata: Mapping[str, str]
+) -> tuple[Manifest, ...]:
+    """The manifests a head's ``metadata`` carries for versions of ``name`` that
+    ``weights`` sends traffic to; none when it carries none (a head written
+    before heads carried them) or when they cannot be read (the caller then
+    reads the manifests themselves)."""
+    raw = metadata.get(SERVING_METADATA_KEY)
+    if not raw:
+        return ()
+    try:
+        manifests = tuple(Manifest.from_dict(item) for item in json.loads(raw))
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        return ()
+    return tuple(
+        manifest
+        for manifest in manifests
+        if manifest.name == name and weights.get(manifest.version, 0) > 0
+    )
 
 
 def validate_routing(weights: Mapping[int, float], shadow: Shadow | None) -> None:

@@ -30,6 +30,8 @@ from chalicelib.aliases.document import (
     Revision,
     Shadow,
     plain_number,
+    serving_metadata,
+    serving_order,
     validate_capture,
     validate_routing,
 )
@@ -40,12 +42,14 @@ from chalicelib.errors import (
     AliasNotFoundError,
     DocumentConflictError,
     InvalidAliasError,
+    ModelIntegrityError,
     ModelNotFoundError,
     RevisionNotFoundError,
     VersionNotFoundError,
 )
 from chalicelib.names import validate_alias_name, validate_model_name
 from chalicelib.registry import deletion
+from chalicelib.registry.manifest import Manifest
 from chalicelib.registry.versions import Registry
 
 _MAX_FENCE_ATTEMPTS = 20
@@ -72,10 +76,10 @@ class AliasStore:
         """The alias's head and its ETag; AliasNotFoundError if it does not exist."""
         validate_model_name(name)
         validate_alias_name(alias)
-        found = self._documents.read(layout.alias_head_key(name, alias))
-        if found is None:
+        stored = self._documents.read_stored(layout.alias_head_key(name, alias))
+        if stored is None:
             raise AliasNotFoundError(name, alias)
-        return AliasDocument.from_dict(found[0]), found[1]
+        return AliasDocument.from_stored(stored.document, stored.metadata), stored.etag
 
     def get(self, name: str, alias: str) -> AliasDocument:
         return self.read(name, alias)[0]
@@ -259,6 +263,7 @@ class AliasStore:
             updated_at=iso_timestamp(self._clock()),
         )
         self._check_versions_exist(name, revision.versions())
+        serving = self._serving_manifests(name, revision.weights)
         revision_id = layout.revision_id(revision.revision, self._suffix())
         self._documents.write(
             layout.alias_revision_key(name, alias, revision_id),
@@ -274,12 +279,11 @@ class AliasStore:
             current=revision,
             revision_id=revision_id,
             fence=document.fence if document else 0,
+            serving=serving,
         )
         self._before_head_write(updated)
         try:
-            self._documents.write(
-                layout.alias_head_key(name, alias), updated.to_dict(), etag=etag
-            )
+            self._write_head(updated, etag)
         except DocumentConflictError:
             try:
                 now = self.get(name, alias).revision
@@ -289,6 +293,30 @@ class AliasStore:
         if document is None:
             self._undo_if_deleted_meanwhile(updated)
         return updated
+
+    def _serving_manifests(
+        self, name: str, weights: Mapping[int, float]
+    ) -> tuple[Manifest, ...]:
+        """The manifests of the versions ``weights`` sends traffic to, heaviest
+        first; one that fails its integrity check is left for the serving
+        container to find (and refuse) by reading it."""
+        manifests = []
+        for version in serving_order(weights):
+            try:
+                manifests.append(self.registry.get_manifest(name, version))
+            except ModelIntegrityError:
+                continue
+        return tuple(manifests)
+
+    def _write_head(self, document: AliasDocument, etag: str | None) -> None:
+        """Write the head on the condition that it is still at ``etag``, the
+        manifests it serves in its metadata."""
+        self._documents.write(
+            layout.alias_head_key(document.name, document.alias),
+            document.to_dict(),
+            etag=etag,
+            metadata=serving_metadata(document.serving),
+        )
 
     def _before_head_write(self, document: AliasDocument) -> None:
         """Called between the checks of a change and its head's write (a seam for
@@ -350,11 +378,8 @@ class AliasStore:
                 return True
             if version in document.current.versions():
                 return False
-            fenced = replace(document, fence=document.fence + 1)
             try:
-                self._documents.write(
-                    layout.alias_head_key(name, alias), fenced.to_dict(), etag=etag
-                )
+                self._write_head(replace(document, fence=document.fence + 1), etag)
                 return True
             except DocumentConflictError:
                 continue  # changed meanwhile: look again

@@ -5,8 +5,9 @@ the unzipped package (``tools.package.lambda_python``)::
 
 Imports the handler as Lambda's bootstrap does, answers each event of the JSON
 list on stdin, and prints one JSON object: the answers, and every module that
-came from outside the package and the standard library, and every module of
-the package imported without its bytecode (both must be none).
+came from outside the package and the standard library, every module of the
+package imported without its bytecode (both must be none), and the top-level
+packages imported.
 """
 
 import importlib
@@ -56,6 +57,7 @@ def main() -> None:
                 "answers": answers,
                 "foreign_modules": foreign,
                 "compiled_at_import": compiled_at_import,
+                "packages": sorted({name.split(".")[0] for name in sys.modules}),
             }
         )
     )

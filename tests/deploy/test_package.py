@@ -147,10 +147,11 @@ def invoke(
     events: list[dict[str, Any]],
     cache: Path,
     changes: dict[str, str] | None = None,
+    absent: tuple[str, ...] = (),
 ) -> list[Any]:
     """Run ``handler`` on ``events`` in a fresh bare interpreter on the unzipped
     package, with ``function``'s keys and environment (with ``changes``); its
-    answers."""
+    answers. None of the ``absent`` packages may have been imported."""
     command, python_environment = lambda_python(*tree)
     environment = {
         **stage_environment(STAGE),
@@ -178,6 +179,7 @@ def invoke(
     assert result["foreign_modules"] == []
     # Every module came with its bytecode: none was compiled at the cold start.
     assert result["compiled_at_import"] == []
+    assert sorted(set(absent) & set(result["packages"])) == []
     answers: list[Any] = result["answers"]
     return answers
 
@@ -233,12 +235,25 @@ def test_the_unzipped_package_serves_and_predicts_a_batch_file(
             ),
         ],
         tmp_path / "api-cache",
+        absent=("boto3", "s3transfer"),  # clients come from botocore
     )
 
     assert (live["statusCode"], json.loads(live["body"])) == (200, {"live": True})
     assert infer["statusCode"] == 200, infer["body"]
     assert infer["headers"]["X-Model-Version"] == "2"
     assert json.loads(infer["body"])["outputs"][0]["data"] == [2]
+
+    # The same function preloading its alias during init, with its own keys.
+    [preloaded] = invoke(
+        iam_stack,
+        tree,
+        "api",
+        functions["api_handler"]["handler"],
+        [proxy_event(app, "POST", "/v2/models/iris/infer", headers, json.dumps(body))],
+        tmp_path / "api-preload-cache",
+        {"TURNOUT_PRELOAD": "iris@staging"},
+    )
+    assert preloaded["statusCode"] == 200, preloaded["body"]
 
     rows = iris_rows(50)
     key = "incoming/iris@1/artifact.csv"
