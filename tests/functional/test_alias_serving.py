@@ -16,7 +16,7 @@ from chalicelib.errors import VersionNotFoundError
 from chalicelib.registry.cache import ManifestCache
 from chalicelib.registry.manifest import Manifest
 from chalicelib.registry.versions import Registry
-from tests.conftest import MODEL_BUCKET, model_bytes
+from tests.demo_support import MODEL_BUCKET, model_bytes
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
