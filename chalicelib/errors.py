@@ -239,3 +239,15 @@ class BatchRetryRefusedError(TurnoutError):
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"not retrying {key}: {reason}")
         self.key = key
+
+
+class BaselineExistsError(TurnoutError):
+    """A version's training baseline is set once: it is as immutable as the version."""
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(
+            f"version {version} of {name!r} already has a baseline; a baseline is "
+            "set once and never replaced"
+        )
+        self.name = name
+        self.version = version
