@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from chalicelib.aliases.store import AliasStore
 from chalicelib.errors import BaselineExistsError
 from chalicelib.registry.manifest import TensorSpec
 from chalicelib.registry.versions import Registry
-from tests.demo_support import MODEL_BUCKET, model_bytes
+from tests.demo_support import MODEL_BUCKET, ROOT, model_bytes
 from tests.functional.batch_support import Batch
 from tests.functional.publish_support import (
     cancer_lightgbm,
@@ -295,3 +297,20 @@ def test_a_shadow_and_a_weight_are_given_to_the_new_version(
     assert document.weights == {1: 100, 2: 10}
     assert document.shadow is not None
     assert (document.shadow.version, document.shadow.percent) == (3, 20)
+
+
+def test_import_turnout_loads_no_converter_and_publish_stays_callable() -> None:
+    program = (
+        "import sys, turnout\n"
+        "assert not {'turnout.publish', 'sklearn', 'skl2onnx'} & set(sys.modules)\n"
+        "import turnout.publish.api\n"
+        "print(callable(turnout.publish), turnout.publish.api.publish.__name__)\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert completed.stdout == "True publish\n"

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from chalicelib.aliases.document import Shadow
 from chalicelib.errors import AliasNotFoundError, TurnoutError
-from chalicelib.evidence.baseline import Baseline, compute_baseline
+from chalicelib.evidence.baseline import Baseline, Kind, compute_baseline
 from chalicelib.registry.manifest import Manifest
 from chalicelib.registry.versions import Registry
 from turnout.publish.convert import Converted, convert, from_onnx
@@ -117,8 +117,10 @@ def publish(
     if (alias is None) != (weight is None):
         raise PublishOptionsError("alias and weight go together")
     converted = _convert(model, sample, reference, precision)
+    # An ONNX file has no original to compare with but its reference, if any.
+    original = model if converted.framework != "onnx" else reference
     parity = check_parity(
-        model if reference is None else reference,
+        original,
         converted,
         sample,
         tolerance=Tolerance(probability=probability_tolerance, accepted=tolerance),
@@ -127,7 +129,9 @@ def publish(
     )
     if parity is not None and not parity.passed:
         raise ParityError(parity)
-    baseline = training_baseline(sample, converted, labels)
+    baseline = training_baseline(
+        sample, labels, classifier=_is_classifier(converted, parity, labels)
+    )
     if dry_run:
         return PublishResult(None, parity, None, converted.onnx, baseline)
     registry = registry or _registry(bucket, endpoint_url)
@@ -206,27 +210,30 @@ def check_parity(
     )
 
 
-def training_baseline(sample: Any, converted: Converted, labels: Any) -> Baseline:
-    """The sample's statistics, one feature per model input column."""
-    names = feature_names(converted.inputs)
+def training_baseline(
+    sample: Any, labels: Any = None, *, classifier: bool = True
+) -> Baseline:
+    """The sample's statistics: one feature per DataFrame column (numbers numeric,
+    the rest categorical) or per array column (``float_input_0``...), and the
+    labels' (class shares for a classifier, bins for a regressor)."""
     if is_frame(sample):
         columns: list[Any] = [sample[column].to_numpy() for column in sample.columns]
         names = [str(column) for column in sample.columns]
-        kinds = [
-            "numeric" if column.kind == "numeric" else "categorical"
-            for column in input_columns(sample)
-        ]
     else:
         array = np.asarray(sample, dtype=np.float64)
         columns = [array[:, index] for index in range(array.shape[1])]
-        kinds = ["numeric"] * len(columns)
-    label_values = None if labels is None else np.asarray(labels)
+        names = feature_names(input_columns(sample))
+    kinds: list[Kind] = [
+        "numeric" if column.kind == "numeric" else "categorical"
+        for column in input_columns(sample)
+        for _ in range(column.width)
+    ]
     return compute_baseline(
         columns,
         names,
-        kinds,  # type: ignore[arg-type]
-        label_values,
-        label_kind="categorical" if converted.classes is not None else "numeric",
+        kinds,
+        None if labels is None else np.asarray(labels),
+        label_kind="categorical" if classifier else "numeric",
     )
 
 
@@ -260,6 +267,17 @@ def _convert(
             "reference"
         )
     return convert(model, sample, precision=precision)
+
+
+def _is_classifier(
+    converted: Converted, parity: ParityReport | None, labels: Any
+) -> bool:
+    if converted.classes is not None:
+        return True
+    if parity is not None:
+        return parity.kind == "classifier"
+    # An ONNX file published without a reference: judge by the labels.
+    return labels is None or np.asarray(labels).dtype.kind != "f"
 
 
 def _probabilities(
