@@ -93,6 +93,7 @@ def publish(
     description: str = "",
     actor: str = "turnout.publish",
     precision: Precision = "float32",
+    class_names: list[str] | None = None,
     probability_tolerance: float = 1e-4,
     max_rows: int = DEFAULT_MAX_ROWS,
     seed: int = DEFAULT_SEED,
@@ -106,7 +107,8 @@ def publish(
     classifier, values for a regressor). ``labels`` are the sample's training
     labels, kept in the baseline. ``alias`` with ``weight`` adds the version to
     that alias's weights (creating the alias); ``shadow="prod:20"`` makes it the
-    shadow of ``prod`` for 20 % of its traffic. ``tolerance`` accepts
+    shadow of ``prod`` for 20 % of its traffic. ``class_names`` name the
+    classes in ``classes_`` order when they are numbers (``target_names``). ``tolerance`` accepts
     differences up to that much (recorded in the manifest). ``registry`` (or
     ``bucket`` and ``endpoint_url``, else ``TURNOUT_MODEL_BUCKET``) says where.
 
@@ -116,7 +118,7 @@ def publish(
     shadow_target = _parse_shadow(shadow)
     if (alias is None) != (weight is None):
         raise PublishOptionsError("alias and weight go together")
-    converted = _convert(model, sample, reference, precision)
+    converted = _convert(model, sample, reference, precision, class_names)
     # An ONNX file has no original to compare with but its reference, if any.
     original = model if converted.framework != "onnx" else reference
     parity = check_parity(
@@ -254,7 +256,11 @@ def provenance(
 
 
 def _convert(
-    model: Any, sample: Any, reference: Reference | None, precision: Precision
+    model: Any,
+    sample: Any,
+    reference: Reference | None,
+    precision: Precision,
+    class_names: list[str] | None,
 ) -> Converted:
     if isinstance(model, (bytes, bytearray)):
         return from_onnx(bytes(model), sample)
@@ -266,7 +272,7 @@ def _convert(
             "reference is for an ONNX file; a model Turnout converts is its own "
             "reference"
         )
-    return convert(model, sample, precision=precision)
+    return convert(model, sample, precision=precision, class_names=class_names)
 
 
 def _is_classifier(

@@ -53,10 +53,19 @@ class Converted:
     libraries: dict[str, str] = field(default_factory=dict)
 
 
-def convert(model: Any, sample: Any, *, precision: Precision = "float32") -> Converted:
+def convert(
+    model: Any,
+    sample: Any,
+    *,
+    precision: Precision = "float32",
+    class_names: Sequence[str] | None = None,
+) -> Converted:
     """Convert a fitted scikit-learn estimator or pipeline, or a LightGBM model,
     to ONNX with inputs shaped like ``sample``: one per DataFrame column (numbers
     as ``precision`` floats, text as strings) or one ``float_input`` for an array.
+
+    ``class_names`` name the classes in ``classes_`` order (default: the classes
+    themselves, see ``class_names_of``).
 
     Raises ConversionError for a model no converter takes or a step that fails.
     """
@@ -75,7 +84,11 @@ def convert(model: Any, sample: Any, *, precision: Precision = "float32") -> Con
             "reference=<the model's predict or predict_proba>"
         )
     classes = _classes(model)
-    labels = class_names(classes)
+    labels = class_names_of(classes) if class_names is None else tuple(class_names)
+    if labels is not None and classes is not None and len(labels) != len(classes):
+        raise ConversionError(
+            f"{len(labels)} class names given, the model has {len(classes)} classes"
+        )
     return Converted(
         onnx=set_labels_metadata(data, labels),
         framework=framework,
@@ -87,7 +100,7 @@ def convert(model: Any, sample: Any, *, precision: Precision = "float32") -> Con
     )
 
 
-def class_names(classes: Sequence[Any] | None) -> tuple[str, ...] | None:
+def class_names_of(classes: Sequence[Any] | None) -> tuple[str, ...] | None:
     """The names the manifest gives the probability columns, so that REST and
     batch answer what ``predict`` does: text classes by name, integer classes
     0..n-1 as their numbers. Other integer classes keep no names (None): the
