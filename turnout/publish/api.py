@@ -108,8 +108,8 @@ def publish(
     labels, kept in the baseline. ``alias`` with ``weight`` adds the version to
     that alias's weights (creating the alias); ``shadow="prod:20"`` makes it the
     shadow of ``prod`` for 20 % of its traffic. ``class_names`` name the
-    classes in ``classes_`` order when they are numbers (``target_names``). ``tolerance`` accepts
-    differences up to that much (recorded in the manifest). ``registry`` (or
+    classes in ``classes_`` order when they are numbers (``target_names``).
+    ``tolerance`` accepts differences up to that much (recorded in the manifest). ``registry`` (or
     ``bucket`` and ``endpoint_url``, else ``TURNOUT_MODEL_BUCKET``) says where.
 
     Raises ConversionError, SampleMismatchError, ParityError (nothing
