@@ -109,8 +109,9 @@ def publish(
     that alias's weights (creating the alias); ``shadow="prod:20"`` makes it the
     shadow of ``prod`` for 20 % of its traffic. ``class_names`` name the
     classes in ``classes_`` order when they are numbers (``target_names``).
-    ``tolerance`` accepts differences up to that much (recorded in the manifest). ``registry`` (or
-    ``bucket`` and ``endpoint_url``, else ``TURNOUT_MODEL_BUCKET``) says where.
+    ``tolerance`` accepts differences up to that much (recorded in the
+    manifest). ``registry`` (or ``bucket`` and ``endpoint_url``, else
+    ``TURNOUT_MODEL_BUCKET``) says where.
 
     Raises ConversionError, SampleMismatchError, ParityError (nothing
     registered) and the registry's errors.
