@@ -256,7 +256,10 @@ def _step_error(model: Any, error: Exception, converter: str) -> ConversionError
         if step
         else f"the {type(failing or model).__name__}"
     )
-    detail = " ".join(str(error).split())[:200]
+    # skl2onnx puts a node's every attribute in its message: keep the sentence.
+    detail = " ".join(str(error).split()).split(" and attributes=")[0]
+    if len(detail) > 200:
+        detail = detail[:200] + "..."
     return ConversionError(
         f"{converter} {_version(converter)} failed on {where} with "
         f"{type(error).__name__}: {detail}. Replace that step with one the "

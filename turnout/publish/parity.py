@@ -115,6 +115,13 @@ class ParityReport:
             )
         lines = [f"parity {verdict}: {self.kind}, {rows}"]
         for output in self.outputs:
+            if output.output == "label" and self.kind == "classifier":
+                lines.append(
+                    "  label: agrees on every row"
+                    if output.passed
+                    else f"  label: differs on {self.label_mismatch_count} rows"
+                )
+                continue
             mark = "ok" if output.passed else "TOO FAR"
             lines.append(
                 f"  {output.output}: largest difference {output.largest_difference:.3g}"
