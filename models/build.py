@@ -1,6 +1,6 @@
 """Build the demo models from scikit-learn's bundled data sets (no downloads).
 
-    .venv/bin/python models/build.py
+    .venv/bin/python -m models.build
 
 Writes, next to this file:
 - ``iris-v1.onnx``: logistic regression classifier (label + probabilities)
