@@ -145,7 +145,13 @@ def test_a_forest_whose_probabilities_drift_in_float32_is_refused_with_its_rows(
 ) -> None:
     frame, _ = wine()
     with pytest.raises(ParityError) as raised:
-        publish(wine_forest(), name="wine", sample=frame, registry=registry)
+        publish(
+            wine_forest(),
+            name="wine",
+            sample=frame,
+            registry=registry,
+            precision="float32",
+        )
     report = raised.value.report
     assert not report.passed and report.label_mismatch_count == 0
     probabilities = report.outputs[1]
@@ -162,11 +168,56 @@ def test_an_accepted_tolerance_publishes_the_forest_and_is_recorded(
 ) -> None:
     frame, _ = wine()
     result = publish(
-        wine_forest(), name="wine", sample=frame, registry=registry, tolerance=0.15
+        wine_forest(),
+        name="wine",
+        sample=frame,
+        registry=registry,
+        tolerance=0.15,
+        precision="float32",
     )
     assert result.manifest is not None
     assert result.manifest.provenance["accepted_tolerance"] == 0.15
     assert result.manifest.provenance["parity"]["outputs"][1]["allowed"] == "0.15"
+
+
+def test_a_forest_is_converted_for_float64_when_float32_drifts_and_serves_alike(
+    registry: Registry, client: Client, batch_app: Batch
+) -> None:
+    frame, labels = wine()
+    model = wine_forest()
+    result = publish(
+        model,
+        name="wine",
+        sample=frame,
+        labels=labels,
+        registry=registry,
+        alias="prod",
+        weight=100,
+    )
+    assert result.parity is not None and result.parity.passed
+    assert result.parity.outputs[1].largest_difference < 1e-7
+    assert result.parity.notes == (
+        "inputs fed as float64",
+        "converted for float64 inputs: with float32 inputs probabilities differed "
+        "by up to 0.12 (row 39)",
+    )
+    manifest = registry.get_manifest("wine", 1)
+    assert manifest.provenance["input_precision"] == "float64"
+    assert manifest.signature.input("alcohol") == TensorSpec("alcohol", "FP64", (-1, 1))
+    expected = [str(label) for label in model.predict(frame)]
+    instances = [
+        {column: [value] for column, value in row.items()}
+        for row in json.loads(frame.to_json(orient="records"))
+    ]
+    response = post_json(client, "/models/wine/predict", {"instances": instances})
+    served = json.loads(response.body)["predictions"]
+    assert [row["label"] for row in served] == expected
+    np.testing.assert_allclose(
+        [list(row["probabilities"].values()) for row in served],
+        model.predict_proba(frame),
+        atol=1e-6,
+    )
+    assert batch_labels(batch_app, "wine", 1, frame) == expected
 
 
 def test_a_step_the_converter_cannot_take_is_named_with_what_to_do(

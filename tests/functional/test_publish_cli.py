@@ -117,6 +117,8 @@ def test_a_model_that_answers_differently_is_refused_with_its_rows(
             sample_csv,
             "--label-column",
             "cultivar",
+            "--precision",
+            "float32",
         ],
     )
     assert result.exit_code == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import click
 
@@ -135,6 +135,14 @@ def sample_for(model: Any, features: Any) -> Any:
     help="Accept differences up to this much (recorded in the manifest).",
 )
 @click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32", "float64"]),
+    default="auto",
+    show_default=True,
+    help="The type of the model's numeric inputs (auto: float32, else float64 "
+    "when only that one answers like the original).",
+)
+@click.option(
     "--reference-free",
     is_flag=True,
     help="Publish an ONNX file without a parity check (there is no original).",
@@ -151,6 +159,7 @@ def publish_command(
     shadow: str | None,
     dry_run: bool,
     tolerance: float | None,
+    precision: Literal["auto", "float32", "float64"],
     reference_free: bool,
 ) -> None:
     from turnout.publish.api import publish
@@ -178,6 +187,7 @@ def publish_command(
             shadow=shadow,
             dry_run=dry_run,
             tolerance=tolerance,
+            precision=precision,
             registry=None if dry_run else session.registry,
         )
     except TurnoutError as error:

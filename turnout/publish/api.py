@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,7 @@ from chalicelib.errors import AliasNotFoundError, TurnoutError
 from chalicelib.evidence.baseline import Baseline, Kind, compute_baseline
 from chalicelib.registry.manifest import Manifest
 from chalicelib.registry.versions import Registry
-from turnout.publish.convert import Converted, convert, from_onnx
+from turnout.publish.convert import ConversionError, Converted, convert, from_onnx
 from turnout.publish.parity import (
     DEFAULT_MAX_ROWS,
     DEFAULT_SEED,
@@ -92,7 +92,7 @@ def publish(
     endpoint_url: str | None = None,
     description: str = "",
     actor: str = "turnout.publish",
-    precision: Precision = "float32",
+    precision: Precision | Literal["auto"] = "auto",
     class_names: list[str] | None = None,
     probability_tolerance: float = 1e-4,
     max_rows: int = DEFAULT_MAX_ROWS,
@@ -109,6 +109,9 @@ def publish(
     that alias's weights (creating the alias); ``shadow="prod:20"`` makes it the
     shadow of ``prod`` for 20 % of its traffic. ``class_names`` name the
     classes in ``classes_`` order when they are numbers (``target_names``).
+    ``precision`` is the type of the model's numeric inputs: "auto" converts
+    for float32 and, when that fails the check, for float64 (trees then split
+    exactly where scikit-learn's do), keeping the one that passes.
     ``tolerance`` accepts differences up to that much (recorded in the
     manifest). ``registry`` (or ``bucket`` and ``endpoint_url``, else
     ``TURNOUT_MODEL_BUCKET``) says where.
@@ -119,17 +122,36 @@ def publish(
     shadow_target = _parse_shadow(shadow)
     if (alias is None) != (weight is None):
         raise PublishOptionsError("alias and weight go together")
-    converted = _convert(model, sample, reference, precision, class_names)
-    # An ONNX file has no original to compare with but its reference, if any.
-    original = model if converted.framework != "onnx" else reference
-    parity = check_parity(
-        original,
-        converted,
-        sample,
-        tolerance=Tolerance(probability=probability_tolerance, accepted=tolerance),
-        max_rows=max_rows,
-        seed=seed,
+    tolerances = Tolerance(probability=probability_tolerance, accepted=tolerance)
+
+    def converted_and_checked(
+        chosen: Precision,
+    ) -> tuple[Converted, ParityReport | None]:
+        converted = _convert(model, sample, reference, chosen, class_names)
+        # An ONNX file has no original to compare with but its reference, if any.
+        original = model if converted.framework != "onnx" else reference
+        report = check_parity(
+            original,
+            converted,
+            sample,
+            tolerance=tolerances,
+            max_rows=max_rows,
+            seed=seed,
+        )
+        return converted, report
+
+    converted, parity = converted_and_checked(
+        "float32" if precision == "auto" else precision
     )
+    if (
+        precision == "auto"
+        and parity is not None
+        and not parity.passed
+        and converted.framework == "scikit-learn"
+    ):
+        converted, parity = _in_double_if_it_agrees(
+            converted, parity, converted_and_checked
+        )
     if parity is not None and not parity.passed:
         raise ParityError(parity)
     baseline = training_baseline(
@@ -274,6 +296,31 @@ def _convert(
             "reference"
         )
     return convert(model, sample, precision=precision, class_names=class_names)
+
+
+def _in_double_if_it_agrees(
+    converted: Converted,
+    parity: ParityReport,
+    convert_and_check: Callable[[Precision], tuple[Converted, ParityReport | None]],
+) -> tuple[Converted, ParityReport]:
+    """The model converted for float64 inputs when that one passes the check
+    (a forest's trees then split where scikit-learn's do), saying why; else the
+    float32 one and its failing report."""
+    try:
+        wider, wider_parity = convert_and_check("float64")
+    except ConversionError:
+        return converted, parity
+    if wider_parity is None or not wider_parity.passed:
+        return converted, parity
+    worst = max(
+        (o for o in parity.outputs if o.output != "label"),
+        key=lambda output: output.largest_difference,
+    )
+    note = (
+        f"converted for float64 inputs: with float32 inputs {worst.output} "
+        f"differed by up to {worst.largest_difference:.3g} (row {worst.row})"
+    )
+    return wider, replace(wider_parity, notes=(*wider_parity.notes, note))
 
 
 def _is_classifier(
