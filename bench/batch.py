@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from chalicelib.batch import keys
 from chalicelib.config import Settings
 from tools.devstack.clients import aws_environment, s3_client
 from tools.devstack.processes import start_moto
@@ -318,7 +319,7 @@ def run(sizes: Sequence[int], repeat: int) -> list[Row]:
                 memory[case] = result["peak_rss"] / 2**20
                 s3.delete_object(
                     Bucket=BATCH_BUCKET,
-                    Key=key.replace("incoming/", "outgoing/") + ".manifest.json",
+                    Key=keys.record_key(key),
                 )
             s3.delete_object(Bucket=BATCH_BUCKET, Key=key)
             results = [

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.batch import BATCH_BUCKET, configure_turnout, register_iris, upload_csv
+from chalicelib.batch import keys
 from tools.devstack.clients import aws_environment, s3_client, sqs_client
 from tools.devstack.notifications import create_shard_queue
 from tools.devstack.processes import start_moto
@@ -202,7 +203,7 @@ def run(rows: int, shard_bytes: int, workers: Sequence[int]) -> dict[str, Any]:
             manifest = json.loads(
                 s3.get_object(
                     Bucket=BATCH_BUCKET,
-                    Key=key.replace("incoming/", "outgoing/") + ".manifest.json",
+                    Key=keys.record_key(key),
                 )["Body"].read()
             )
             identical = digest(s3, manifest["output"]["key"]) == expected

@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -28,10 +28,12 @@ from chalicelib.batch.keys import (
     CONTENT_TYPES,
     BatchKey,
     RunKeys,
+    errors_key,
     is_batch_input,
-    outputs_base,
+    out_key,
     parse_key,
     parts_prefix,
+    record_key,
 )
 from chalicelib.batch.pipeline import Pipeline
 from chalicelib.batch.record import (
@@ -45,8 +47,6 @@ from chalicelib.batch.record import (
     Counts,
     JobRecord,
     Ledger,
-    claim_expiry,
-    job_state,
     skip_reason,
 )
 from chalicelib.batch.runtime import BatchRuntime
@@ -62,8 +62,6 @@ from chalicelib.clock import iso_timestamp
 from chalicelib.documents import is_missing, is_precondition_failure
 from chalicelib.errors import (
     BatchFileError,
-    BatchJobNotFoundError,
-    BatchRetryRefusedError,
     BatchStartedTooLateError,
     NotFoundError,
     SourceChangedError,
@@ -73,64 +71,9 @@ from chalicelib.observe import observe_batch_file
 from chalicelib.predictor import Target
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    pass
 
 logger = logging.getLogger("turnout.batch")
-
-
-def retry_job(s3: S3Client, bucket: str, key: str, *, now: datetime) -> JobRecord:
-    """Run the job of the file at ``key`` again, without uploading it again.
-
-    The file is copied onto itself with new metadata: S3 sends a new event to the
-    batch function, which runs where and as every job runs (its memory, timeout,
-    role and logs), and finds the job dead or retryably failed so takes it over.
-    The copy is conditional on the ETag in the manifest, so a retry never runs a
-    file other than the one that failed. Returns the manifest as it was.
-    BatchJobNotFoundError without a manifest; BatchRetryRefusedError when the job
-    is live, done, or failed for a reason a retry would not change.
-    """
-    document = Ledger(s3, bucket, outputs_base(key) + ".manifest.json").read()
-    if document is None:
-        raise BatchJobNotFoundError(key)
-    state = job_state(document, now)
-    if state == RUNNING:
-        raise BatchRetryRefusedError(
-            key, f"it is running (its claim holds until {claim_expiry(document)})"
-        )
-    if state in (SUCCEEDED, PARTIAL):
-        raise BatchRetryRefusedError(
-            key, f"it already {state}: upload the rows to predict as a new file"
-        )
-    if state == FAILED and not document.get("retryable", False):
-        raise BatchRetryRefusedError(
-            key,
-            f"it failed for a reason a retry would not change ({document.get('error')})"
-            ": fix the file and upload it again",
-        )
-    etag = document.get("input", {}).get("etag", "")
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key, IfMatch=etag)
-        s3.copy_object(
-            Bucket=bucket,
-            Key=key,
-            CopySource={"Bucket": bucket, "Key": key},
-            CopySourceIfMatch=etag,
-            MetadataDirective="REPLACE",
-            Metadata={
-                **head.get("Metadata", {}),
-                "turnout-retry-of": document["run_id"],
-            },
-            ContentType=head.get("ContentType", "binary/octet-stream"),
-        )
-    except ClientError as error:
-        if is_missing(error):
-            raise BatchRetryRefusedError(key, "the file is gone") from None
-        if is_precondition_failure(error):
-            raise BatchRetryRefusedError(
-                key, "the file was replaced since; the new upload has its own job"
-            ) from None
-        raise
-    return document
 
 
 @dataclass(frozen=True)
@@ -186,10 +129,9 @@ class BatchJob:
         self.settings = settings
         self.clock = clock
         self.run_id = uuid.uuid4().hex
-        base = outputs_base(source.key)
-        self.out_key = base + ".out"
-        self.errors_key = base + ".errors.jsonl"
-        self.ledger = Ledger(s3, source.bucket, base + ".manifest.json")
+        self.out_key = out_key(source.key)
+        self.errors_key = errors_key(source.key)
+        self.ledger = Ledger(s3, source.bucket, record_key(source.key))
         self.counts = Counts()
         self.started_at = clock()
         self.deadline = Deadline(runtime.seconds_left, settings)

@@ -1,12 +1,17 @@
 """Batch keys: what an input key under ``incoming/`` says, and where its outputs go.
 
+Every batch key is spelled here, both ways: an input key gives its outputs and its
+job record; a job record's key gives its input key back.
+
 Layout, in the batch bucket::
 
     incoming/{model}/{path}             the stage's default alias
     incoming/{model}@{alias}/{path}     an alias (the whole file routed by its key)
     incoming/{model}@{version}/{path}   a pinned version
     outgoing/{model...}/{path}.out            predictions, one row per predicted row
-    outgoing/{model...}/{path}.manifest.json  the job: status, version, counts, why
+    outgoing/{model...}/{path}.manifest.json  the job record: status, version,
+                                              counts, why (the name stays: users'
+                                              automation reads it)
     outgoing/{model...}/{path}.errors.jsonl   rejected rows, when there are any
     outgoing/{model...}/{path}.parts/{run}/   a fanned-out run's shards, until the
                                               outputs are assembled (RunKeys)
@@ -44,9 +49,48 @@ class BatchKey:
     compressed: bool
 
 
+RECORD_SUFFIX = ".manifest.json"
+OUT_SUFFIX = ".out"
+ERRORS_SUFFIX = ".errors.jsonl"
+
+
 def outputs_base(key: str) -> str:
-    """``incoming/X`` -> ``outgoing/X``: the outputs' common prefix."""
+    """``incoming/X`` -> ``outgoing/X``: the outputs' common prefix.
+
+    BatchKeyError for a key outside ``incoming/``: it has no job (reading it as
+    one would name another file's outputs).
+    """
+    if not key.startswith(INCOMING):
+        raise BatchKeyError(key, f"is not under {INCOMING}")
     return OUTGOING + key.removeprefix(INCOMING)
+
+
+def record_key(key: str) -> str:
+    """The job record of the input at ``key``: ``outgoing/X.manifest.json``."""
+    return outputs_base(key) + RECORD_SUFFIX
+
+
+def out_key(key: str) -> str:
+    """The predictions of the input at ``key``: ``outgoing/X.out``."""
+    return outputs_base(key) + OUT_SUFFIX
+
+
+def errors_key(key: str) -> str:
+    """The rejected rows of the input at ``key``: ``outgoing/X.errors.jsonl``."""
+    return outputs_base(key) + ERRORS_SUFFIX
+
+
+def is_record_key(key: str) -> bool:
+    """Whether ``key`` is a job record (``outgoing/X.manifest.json``)."""
+    return key.startswith(OUTGOING) and key.endswith(RECORD_SUFFIX)
+
+
+def input_key(record: str) -> str:
+    """``outgoing/X.manifest.json`` -> ``incoming/X``: the input of a job record
+    (ValueError for another key)."""
+    if not is_record_key(record):
+        raise ValueError(f"{record!r} is not a job record key")
+    return INCOMING + record.removeprefix(OUTGOING).removesuffix(RECORD_SUFFIX)
 
 
 def parts_prefix(key: str) -> str:

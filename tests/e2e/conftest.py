@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from chalicelib.batch import keys
 from tests.e2e.e2e_support import STARTUP_TIMEOUT, HttpClient, eventually
 from tools.devstack.stack import DevStack
 
@@ -66,7 +67,7 @@ def wait_for_batch(dev_stack: DevStack) -> Callable[..., dict[str, Any]]:
 
     def wait(key: str, timeout: float = 30.0) -> dict[str, Any]:
         assert key.startswith("incoming/"), key
-        manifest_key = "outgoing/" + key[len("incoming/") :] + ".manifest.json"
+        manifest_key = keys.record_key(key)
 
         manifest: dict[str, Any] = {}
 

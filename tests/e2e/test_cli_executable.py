@@ -78,8 +78,8 @@ def test_the_cli_registers_routes_and_rolls_back(endpoint_url: str) -> None:
 
     history = turnout("alias", "history", "iris", "prod").splitlines()
     assert [line.split()[0] for line in history] == ["REVISION", "1", "2"]
-    assert history[1].split()[2:] == ["ann", "1=90", "2=10", "-", "canary", "v2"]
-    assert history[2].split()[2:] == ["bob", "1=50", "2=50", "2:5", "half"]
+    assert history[1].split()[2:] == ["ann", "1=90", "2=10", "-", "-", "canary", "v2"]
+    assert history[2].split()[2:] == ["bob", "1=50", "2=50", "2:5", "-", "half"]
 
     rolled_back = turnout_json("alias", "rollback", "iris", "prod", "--actor", "cy")
     assert rolled_back["revision"] == 3

@@ -13,12 +13,13 @@ import pytest
 from chalice.app import S3Event
 from click.testing import CliRunner, Result
 
+from chalicelib.batch import keys
 from tests.e2e.e2e_support import eventually
 from tools.devstack.emulator import EventPump
 from tools.devstack.notifications import connect_bucket_events
 from tools.devstack.seed import create_buckets
 from tools.devstack.stack import DevStack
-from turnout_cli.cli import cli
+from turnout.cli.main import cli
 
 POLL_TIMEOUT = 30.0
 
@@ -130,7 +131,7 @@ def test_turnout_batch_retry_reruns_a_dead_job_through_a_new_event(
     first = wait_for_batch(key)
     # What a job killed outright leaves: a running manifest whose claim expired.
     dead = {**first, "status": "running", "claim": {"expires_at": "2000-01-01"}}
-    manifest_key = "outgoing/" + key[len("incoming/") :] + ".manifest.json"
+    manifest_key = keys.record_key(key)
     dev_stack.s3.put_object(Bucket=bucket, Key=manifest_key, Body=json.dumps(dead))
 
     def turnout(command: str) -> Result:

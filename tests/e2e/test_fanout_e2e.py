@@ -18,7 +18,7 @@ from tools.devstack.stack import DevStack
 from tools.devstack.stage import ROOT
 
 # This checkout's CLI (the venv's console script may be another checkout's).
-TURNOUT = [sys.executable, "-c", "from turnout_cli.cli import main; main()"]
+TURNOUT = [sys.executable, "-c", "from turnout.cli.main import main; main()"]
 SHARD_BYTES = 64 * 1024
 
 

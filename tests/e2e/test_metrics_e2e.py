@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tests.e2e.e2e_support import HttpClient, eventually
 from tools.devstack.clients import cloudwatch_client
 from tools.devstack.stack import DevStack
-from turnout_cli.cli import cli
+from turnout.cli.main import cli
 
 ALIAS = "metrics-e2e"
 

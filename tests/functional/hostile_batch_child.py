@@ -57,7 +57,7 @@ def run(key: str, seconds: float) -> dict[str, Any]:
         raised = type(error).__name__
     elapsed = time.monotonic() - started
     peak = status_kib("VmHWM") - before
-    manifest_key = keys.outputs_base(key) + ".manifest.json"
+    manifest_key = keys.record_key(key)
     response = wiring.container().batch_s3.get_object(
         Bucket=wiring.settings().batch_bucket, Key=manifest_key
     )

@@ -39,8 +39,8 @@ from tests.functional.batch_support import (
     process,
     session,
 )
-from turnout_cli import cli as cli_module
-from turnout_cli.cli import cli
+from turnout.cli import main as cli_module
+from turnout.cli.main import cli
 
 if TYPE_CHECKING:
     pass
@@ -416,7 +416,7 @@ def test_a_file_that_cannot_be_processed_gets_a_failed_manifest_saying_why(
     assert manifest["retryable"] is retryable
     assert manifest["input"]["etag"] == etag
     assert manifest["output"] is None and manifest["errors"] is None
-    assert batch_app.stored() == {key, keys.outputs_base(key) + ".manifest.json"}
+    assert batch_app.stored() == {key, keys.record_key(key)}
     assert batch_app.uploads_in_progress() == []
 
 
@@ -545,7 +545,7 @@ def test_a_stale_claim_is_taken_over_and_its_abandoned_upload_aborted(
         "claim": {"expires_at": expired},
     }
     wired.s3.put_object(
-        Bucket=BATCH_BUCKET, Key=base + ".manifest.json", Body=json.dumps(claim)
+        Bucket=BATCH_BUCKET, Key=keys.record_key(key), Body=json.dumps(claim)
     )
 
     result = process(wired, key)
@@ -565,7 +565,7 @@ def test_a_live_claim_by_another_delivery_is_respected(wired: Batch) -> None:
         "input": {"etag": etag},
         "claim": {"expires_at": later},
     }
-    manifest_key = wired.base(key) + ".manifest.json"
+    manifest_key = keys.record_key(key)
     wired.s3.put_object(Bucket=BATCH_BUCKET, Key=manifest_key, Body=json.dumps(claim))
 
     result = process(wired, key)
@@ -657,7 +657,7 @@ def test_a_job_that_dies_midway_leaves_no_output_and_no_upload(
     assert manifest["error"] == (
         f"internal error in run {manifest['run_id']}: see the function's log"
     )
-    assert batch_app.stored() == {key, batch_app.base(key) + ".manifest.json"}
+    assert batch_app.stored() == {key, keys.record_key(key)}
     assert batch_app.uploads_in_progress() == []
     # Lambda retries the event; the retry may run, and this time it completes.
     monkeypatch.setattr(Predictor, "run", run)
@@ -686,7 +686,7 @@ def test_a_file_too_large_for_the_time_left_fails_cleanly(
         " rows predicted; split it into smaller files"
     )
     assert 0 < manifest["rows"]["predicted"] < 3000
-    assert wired.stored() == {key, wired.base(key) + ".manifest.json"}
+    assert wired.stored() == {key, keys.record_key(key)}
     assert wired.uploads_in_progress() == []
 
 
@@ -706,7 +706,7 @@ def test_the_deadline_comes_from_the_lambda_context(
         r"give the function a longer timeout",
         manifest["error"],
     )
-    assert batch_app.stored() == {key, batch_app.base(key) + ".manifest.json"}
+    assert batch_app.stored() == {key, keys.record_key(key)}
 
 
 def test_a_small_file_is_predicted_within_chalice_test_s_three_seconds(
@@ -871,7 +871,7 @@ def claim_manifest(batch_app: Batch, key: str, etag: str, expires_in: float) -> 
     }
     batch_app.s3.put_object(
         Bucket=BATCH_BUCKET,
-        Key=batch_app.base(key) + ".manifest.json",
+        Key=keys.record_key(key),
         Body=json.dumps(document),
     )
 
@@ -892,8 +892,8 @@ def test_a_dead_job_says_so_and_is_retried_without_uploading_again(
         "  model     iris (1)\n"
         "  rows      0 read, 0 predicted, 0 rejected\n"
         "  run       r1 started 2026-01-01T12:00:00.000Z\n"
-        f"  claim     expired at {expires} without a final manifest: the function "
-        "stopped (out of memory, or killed)\n"
+        f"  claim     expired at {expires} without a final job record: the "
+        "function stopped (out of memory, or killed)\n"
         f"  next      turnout batch retry {key}   (if it dies again, split the file "
         "or give the function more memory)\n",
     )
@@ -991,6 +991,70 @@ def test_batch_retry_refuses_what_a_retry_would_not_change(
     result = turnout("batch", "retry", key)
     assert result.exit_code == exit_code
     assert result.stderr == "error: " + error.format(key=key, expires=expires) + "\n"
+
+
+@pytest.mark.parametrize("command", ["status", "retry"])
+def test_a_key_outside_incoming_is_refused_saying_where_uploads_go(
+    batch_app: Batch, turnout: Any, command: str
+) -> None:
+    # Its outputs base would be incoming/iris@1/iris.csv's: another file's job.
+    batch_app.run("incoming/iris@1/iris.csv", csv_text(iris_rows(2)))
+    result = turnout("batch", command, "iris@1/iris.csv")
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == (
+        "error: key 'iris@1/iris.csv' is not under incoming/: upload to "
+        "incoming/{model}/{file}, incoming/{model}@{alias}/{file} or "
+        "incoming/{model}@{version}/{file}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "next_step"),
+    [
+        (
+            "incoming/irs/typo.csv",
+            "no model 'irs' is registered: upload the file under incoming/MODEL/ "
+            "of a registered model (turnout models lists them), or register irs "
+            "(turnout register irs FILE) and then turnout batch retry "
+            "incoming/irs/typo.csv",
+        ),
+        (
+            "incoming/iris@prd/typo.csv",
+            "set the alias (turnout alias set iris prd VERSION=WEIGHT) and then "
+            "turnout batch retry incoming/iris@prd/typo.csv, or upload the file "
+            "under another model folder (turnout alias list iris lists its aliases)",
+        ),
+        (
+            "incoming/iris@7/typo.csv",
+            "upload the file under incoming/iris@VERSION/ of an existing version "
+            "(turnout versions iris lists them)",
+        ),
+    ],
+)
+def test_a_job_that_named_an_unknown_model_advises_fixing_the_key_not_a_retry(
+    batch_app: Batch, turnout: Any, key: str, next_step: str
+) -> None:
+    batch_app.run(key, csv_text(iris_rows(2)))
+    result = turnout("batch", "status", key)
+    assert result.exit_code == 4
+    assert result.stdout.splitlines()[-1] == f"  next      {next_step}"
+
+
+def test_a_job_that_failed_before_knowing_its_model_shows_no_model(
+    batch_app: Batch, turnout: Any
+) -> None:
+    key = "incoming/iris@1/rows.txt"
+    batch_app.run(key, csv_text(iris_rows(2)))
+    lines = turnout("batch", "status", key).stdout.splitlines()
+    assert lines[:2] == [f"{key}: failed", "  model     -"]
+    assert lines[-1] == "  next      fix the file and upload it again"
+
+
+def test_one_rejected_row_is_one_row(batch_app: Batch, turnout: Any) -> None:
+    key = "incoming/iris@1/one-bad.csv"
+    batch_app.run(key, csv_text(iris_rows(2)) + "x,1,2,3,bad\n")
+    lines = turnout("batch", "status", key).stdout.splitlines()
+    assert lines[-1] == (f"  errors    {keys.errors_key(key)} (1 row)")
 
 
 # -- metrics -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import io
 import itertools
 import json
@@ -38,8 +39,8 @@ from tests.functional.batch_support import (
 )
 from tests.functional.rest_support import remember_inspections
 from tools.devstack.notifications import create_shard_queue
-from turnout_cli import cli as cli_module
-from turnout_cli.cli import cli
+from turnout.cli import main as cli_module
+from turnout.cli.main import cli
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -447,7 +448,8 @@ def test_submit_wait_uploads_follows_the_fanned_out_job_and_exits_with_its_state
 
     result = turnout("batch", "submit", str(local), "iris@2", "--wait")
 
-    key = "incoming/iris@2/day one.csv"
+    short_hash = hashlib.sha256(text.encode()).hexdigest()[:12]
+    key = f"incoming/iris@2/day one-{short_hash}.csv"
     manifest = fanout.manifest(key)
     assert result.exit_code == 3, result.output
     assert manifest["status"] == "partial"
@@ -458,9 +460,9 @@ def test_submit_wait_uploads_follows_the_fanned_out_job_and_exits_with_its_state
         "  rows      1002 read, 1000 predicted, 2 rejected",
         f"  run       {manifest['run_id']} started {manifest['started_at']}",
         f"  shards    {len(manifest['shards'])} (their rows and seconds: --json)",
-        f"  output    outgoing/iris@2/day one.csv.out ({manifest['output']['size']} "
-        "bytes)",
-        "  errors    outgoing/iris@2/day one.csv.errors.jsonl (2 rows)",
+        f"  output    outgoing/iris@2/day one-{short_hash}.csv.out "
+        f"({manifest['output']['size']} bytes)",
+        f"  errors    outgoing/iris@2/day one-{short_hash}.csv.errors.jsonl (2 rows)",
     ]
     assert fanout.output(key) == expected_csv(2, rows)
 
@@ -474,16 +476,66 @@ def test_submit_without_wait_says_how_to_follow_and_refuses_a_bad_model(
     submitted = turnout("batch", "submit", str(local), "iris")
     refused = turnout("batch", "submit", str(local), "Iris!")
 
+    key = f"incoming/iris/rows-{sha256_of(local)[:12]}.csv"
     assert submitted.exit_code == 0
     assert submitted.stdout.splitlines() == [
-        f"uploaded {local} to s3://{BATCH_BUCKET}/incoming/iris/rows.csv "
-        f"({local.stat().st_size} bytes)",
-        "follow it with: turnout batch status incoming/iris/rows.csv",
+        f"uploaded {local} to s3://{BATCH_BUCKET}/{key} ({local.stat().st_size} bytes)",
+        f"follow it with: turnout batch status {key}",
     ]
-    assert "incoming/iris/rows.csv" in fanout.stored()
+    assert key in fanout.stored()
     assert refused.exit_code == 1
     assert refused.stderr.startswith(
-        "error: key 'incoming/Iris!/rows.csv' has an invalid model folder:"
+        f"error: key 'incoming/Iris!/rows-{sha256_of(local)[:12]}.csv' has an "
+        "invalid model folder:"
+    )
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_two_different_files_of_one_name_get_two_jobs(
+    fanout: FanOut, turnout: Callable[..., Result], tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a" / "data.csv", tmp_path / "b" / "data.csv"
+    for local, rows in ((first, iris_rows(3)), (second, iris_rows(4, seed=1))):
+        local.parent.mkdir()
+        local.write_text(csv_text(rows))
+        assert turnout("batch", "submit", str(local), "iris@1", "--wait").exit_code == 0
+
+    keys = [f"incoming/iris@1/data-{sha256_of(p)[:12]}.csv" for p in (first, second)]
+    assert keys[0] != keys[1]
+    assert fanout.output(keys[0]) == expected_csv(1, iris_rows(3))
+    assert fanout.output(keys[1]) == expected_csv(1, iris_rows(4, seed=1))
+
+
+def test_the_same_content_again_is_not_run_again_and_shows_its_job(
+    fanout: FanOut, turnout: Callable[..., Result], tmp_path: Path
+) -> None:
+    local = tmp_path / "rows.csv"
+    local.write_text(csv_text(iris_rows(5)))
+    key = f"incoming/iris@1/rows-{sha256_of(local)[:12]}.csv"
+    done = turnout("batch", "submit", str(local), "iris@1", "--wait")
+    assert done.exit_code == 0, done.output
+    manifest = fanout.manifest(key)
+
+    again = turnout("batch", "submit", str(local), "iris@1")
+    renamed = turnout("batch", "submit", str(local), "iris@1", "--name", "b.csv")
+
+    assert again.exit_code == 0
+    assert again.stdout.splitlines()[:3] == [
+        f"{local} is already at s3://{BATCH_BUCKET}/{key} (the same content): not "
+        "run again; to run it again, pass another --name",
+        f"{key}: succeeded",
+        "  model     iris (1)",
+    ]
+    waited = turnout("batch", "submit", str(local), "iris@1", "--wait")
+    assert waited.exit_code == 0
+    assert waited.stdout.splitlines()[1] == f"{key}: succeeded"
+    assert fanout.manifest(key)["run_id"] == manifest["run_id"]
+    assert renamed.stdout.splitlines()[0] == (
+        f"uploaded {local} to s3://{BATCH_BUCKET}/incoming/iris@1/b.csv "
+        f"({local.stat().st_size} bytes)"
     )
 
 

@@ -27,7 +27,7 @@ from tests.functional.rest_support import (
     serving_client,
     v2_request,
 )
-from turnout_cli import cli as cli_module
+from turnout.cli import main as cli_module
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -120,6 +120,30 @@ def test_the_capture_commands_set_show_and_turn_off(
     )
     assert refused.exit_code == 2
     assert "--keep takes inputs and/or outputs, not 'x'" in refused.stderr
+
+
+@pytest.mark.parametrize("percent", ["0", "150"])
+def test_a_bad_capture_percentage_names_the_field(
+    demo_registry: object, s3: S3Client, monkeypatch: pytest.MonkeyPatch, percent: str
+) -> None:
+    refused = cli(s3, monkeypatch, "capture", "set", "iris", "prod", percent)
+    assert refused.exit_code == 2
+    assert refused.stderr.startswith(
+        f"error: Invalid value for 'PERCENT': capture percentage '{percent}' is not "
+        "in (0, 100]"
+    )
+    assert "invalid alias" not in refused.stderr
+
+
+def test_alias_show_and_history_show_the_capture_setting(
+    demo_registry: object, s3: S3Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli(s3, monkeypatch, "capture", "set", "iris", "prod", "10", "--keep", "outputs")
+    shown = cli(s3, monkeypatch, "alias", "show", "iris", "prod").stdout.splitlines()
+    history = cli(s3, monkeypatch, "alias", "history", "iris", "prod").stdout
+    assert shown[-1] == "  capture  10% of the requests, keeping outputs"
+    # REVISION UPDATED ACTOR 1=90 2=10 SHADOW CAPTURE REASON
+    assert [line.split()[6] for line in history.splitlines()[1:]] == ["-", "10%"]
 
 
 # -- serving ---------------------------------------------------------------------

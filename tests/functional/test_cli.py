@@ -15,8 +15,8 @@ from chalicelib.aliases.document import Shadow
 from chalicelib.aliases.store import AliasStore
 from chalicelib.registry.versions import Registry
 from tests.demo_support import MODEL_BUCKET, MODELS
-from turnout_cli import cli as cli_module
-from turnout_cli.cli import cli
+from turnout.cli import main as cli_module
+from turnout.cli.main import cli
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -222,10 +222,9 @@ def test_alias_set_routes_and_prints_the_alias(
         "iris@canary revision 1\n"
         f"  updated  {document.current.updated_at} by ann\n"
         "  reason   try v2\n"
-        "VERSION  WEIGHT  TRAFFIC\n"
-        "1        75      75%\n"
-        "2        25      25%\n"
-        "shadow: version 2 gets a copy of 5% of the requests\n"
+        "  routing  1=75 2=25 (75% to version 1, 25% to version 2)\n"
+        "  shadow   2:5 (version 2 gets a copy of 5% of the requests)\n"
+        "  capture  nothing\n"
     )
 
 
@@ -273,9 +272,9 @@ def test_alias_show(
     assert succeeded(turnout("alias", "show", "iris", "prod")) == (
         "iris@prod revision 1\n"
         f"  updated  {document.current.updated_at} by tests\n"
-        "VERSION  WEIGHT  TRAFFIC\n"
-        "1        90      90%\n"
-        "2        10      10%\n"
+        "  routing  1=90 2=10 (90% to version 1, 10% to version 2)\n"
+        "  shadow   none\n"
+        "  capture  nothing\n"
     )
     assert as_json(turnout("--json", "alias", "show", "iris", "prod")) == {
         "name": "iris",
@@ -299,9 +298,10 @@ def test_alias_list(
     beta = aliases.get("iris", "beta")
     prod = aliases.get("iris", "prod")
     assert succeeded(turnout("alias", "list", "iris")) == (
-        f"ALIAS  REVISION  ROUTING    SHADOW  UPDATED{' ' * 17}  ACTOR\n"
-        f"beta   2         2=1        1:2.5   {beta.current.updated_at}  bob\n"
-        f"prod   1         1=90 2=10  -       {prod.current.updated_at}  tests\n"
+        f"ALIAS  REVISION  ROUTING    SHADOW  CAPTURE  UPDATED{' ' * 17}  ACTOR\n"
+        f"beta   2         2=1        1:2.5   -        {beta.current.updated_at}  bob\n"
+        f"prod   1         1=90 2=10  -       -        {prod.current.updated_at}  "
+        "tests\n"
     )
     assert as_json(turnout("--json", "alias", "list", "iris")) == [
         beta.to_dict(),
@@ -316,7 +316,7 @@ def test_alias_list_of_a_model_without_aliases(
     assert succeeded(turnout("alias", "list", "iris")) == "iris has no aliases\n"
     assert as_json(turnout("--json", "alias", "list", "iris")) == []
     assert failed(turnout("alias", "list", "rose")) == (
-        "error: model 'rose' not found\n"
+        "error: model 'rose' not found; models: iris\n"
     )
 
 
@@ -348,9 +348,9 @@ def test_alias_history_rollback_and_promote(
         "iris@prod revision 3\n"
         f"  updated  {times[2]} by bob\n"
         "  reason   rollback to revision 1\n"
-        "VERSION  WEIGHT  TRAFFIC\n"
-        "1        90      90%\n"
-        "2        10      10%\n"
+        "  routing  1=90 2=10 (90% to version 1, 10% to version 2)\n"
+        "  shadow   none\n"
+        "  capture  nothing\n"
     )
     assert (promoted["revision"], promoted["weights"]) == (4, {"2": 100})
     assert promoted["reason"] == "promote 2"
@@ -358,12 +358,13 @@ def test_alias_history_rollback_and_promote(
     assert (again["revision"], again["weights"]) == (5, {"1": 50, "2": 50})
     assert again["shadow"] == {"version": 1, "percent": 10}
     assert succeeded(turnout("alias", "history", "iris", "prod")) == (
-        f"REVISION  UPDATED{' ' * 17}  ACTOR  ROUTING    SHADOW  REASON\n"
-        f"1         {times[0]}  tests  1=90 2=10  -       -\n"
-        f"2         {times[1]}  ann    1=50 2=50  1:10    half and half\n"
-        f"3         {times[2]}  bob    1=90 2=10  -       rollback to revision 1\n"
-        f"4         {times[3]}  cy     2=100      -       promote 2\n"
-        f"5         {times[4]}  dee    1=50 2=50  1:10    back to the split\n"
+        f"REVISION  UPDATED{' ' * 17}  ACTOR  ROUTING    SHADOW  CAPTURE  REASON\n"
+        f"1         {times[0]}  tests  1=90 2=10  -       -        -\n"
+        f"2         {times[1]}  ann    1=50 2=50  1:10    -        half and half\n"
+        f"3         {times[2]}  bob    1=90 2=10  -       -        rollback to "
+        "revision 1\n"
+        f"4         {times[3]}  cy     2=100      -       -        promote 2\n"
+        f"5         {times[4]}  dee    1=50 2=50  1:10    -        back to the split\n"
     )
     history = as_json(turnout("--json", "alias", "history", "iris", "prod"))
     assert history == [revision.to_dict() for revision in revisions]
@@ -378,8 +379,9 @@ def test_promote_sends_all_traffic_to_one_version(
         "iris@prod revision 2\n"
         f"  updated  {document.current.updated_at} by ann\n"
         "  reason   promote 2\n"
-        "VERSION  WEIGHT  TRAFFIC\n"
-        "2        100     100%\n"
+        "  routing  2=100 (100% to version 2)\n"
+        "  shadow   none\n"
+        "  capture  nothing\n"
     )
 
 
@@ -389,28 +391,31 @@ def test_promote_sends_all_traffic_to_one_version(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["describe", "iris", "7"], "model 'iris' has no version 7"),
-        (["describe", "rose"], "model 'rose' not found"),
-        (["versions", "rose"], "model 'rose' not found"),
-        (["alias", "show", "iris", "beta"], "model 'iris' has no alias 'beta'"),
-        (["alias", "history", "iris", "beta"], "model 'iris' has no alias 'beta'"),
+        (["describe", "iris", "7"], "model 'iris' has no version 7; versions: 1, 2"),
+        (["describe", "rose"], "model 'rose' not found; models: diabetes, iris"),
+        (["versions", "rose"], "model 'rose' not found; models: diabetes, iris"),
+        (["alias", "show", "iris", "beta"],
+         "model 'iris' has no alias 'beta'; aliases: prod"),
+        (["alias", "history", "iris", "beta"],
+         "model 'iris' has no alias 'beta'; aliases: prod"),
         (["alias", "set", "iris", "prod", "1=-5", "2=10"],
          "invalid alias: weight of version 1 is negative"),
         (["alias", "set", "iris", "prod", "1=0", "2=0"],
          "invalid alias: the weights must have a positive sum"),
         (["alias", "set", "iris", "prod", "1=90", "3=10"],
-         "model 'iris' has no version 3"),
+         "model 'iris' has no version 3; versions: 1, 2"),
         (["alias", "set", "iris", "prod", "1=1", "--shadow", "2:0"],
          "invalid alias: shadow percentage 0 is not in (0, 100]"),
         (["alias", "set", "iris", "prod", "1=1", "--shadow", "9:5"],
-         "model 'iris' has no version 9"),
+         "model 'iris' has no version 9; versions: 1, 2"),
         (["alias", "set", "iris", "42", "1=1"],
          "invalid alias name '42': all digits, so it would read as a version number"),
         (["alias", "rollback", "iris", "prod"],
          "invalid alias: iris@prod has a single revision: nothing to roll back to"),
         (["alias", "rollback", "iris", "prod", "--to", "4"],
          "alias iris@prod has no revision 4"),
-        (["promote", "iris", "prod", "3"], "model 'iris' has no version 3"),
+        (["promote", "iris", "prod", "3"],
+         "model 'iris' has no version 3; versions: 1, 2"),
         (["register", "Iris", IRIS_V1],
          "invalid model name 'Iris': use lowercase letters, digits, '-', '_' and "
          "'.', starting with a letter or digit"),
@@ -507,7 +512,24 @@ def test_the_bucket_comes_from_the_environment(s3: S3Client) -> None:
 def test_a_missing_bucket_setting_is_one_line(s3: S3Client) -> None:
     result = invoke("models", env={"TURNOUT_MODEL_BUCKET": None})
     assert failed(result) == (
-        "error: no bucket: pass --bucket or set TURNOUT_MODEL_BUCKET\n"
+        "error: no bucket: pass --bucket or set TURNOUT_MODEL_BUCKET (for the dev "
+        "stack: `source .dev.env` after `make dev`)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["batch", "status", "incoming/iris/a.csv"],
+        ["batch", "list"],
+        ["batch", "retry", "incoming/iris/a.csv"],
+    ],
+)
+def test_a_missing_batch_bucket_says_which_variable_to_set(args: list[str]) -> None:
+    result = invoke(*args, env={"TURNOUT_BATCH_BUCKET": None})
+    assert failed(result) == (
+        "error: no batch bucket: pass --batch-bucket or set TURNOUT_BATCH_BUCKET "
+        "(for the dev stack: `source .dev.env` after `make dev`)\n"
     )
 
 

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from chalicelib import wiring
 from chalicelib.aliases.document import Shadow
 from chalicelib.aliases.store import AliasStore
+from tests.demo_support import MODEL_BUCKET
 from tests.emf_support import emf_lines
 from tests.functional.rest_support import (
     IRIS_ROWS,
@@ -22,7 +23,7 @@ from tests.functional.rest_support import (
     v2_request,
 )
 from tools.emf_forward import forward
-from turnout_cli import cli as cli_module
+from turnout.cli import main as cli_module
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -138,3 +139,25 @@ def test_metrics_for_people_are_a_table(
     refused = CliRunner().invoke(cli_module.cli, ["metrics", "iris", "--since", "1y"])
     assert refused.exit_code == 2
     assert "'1y' is not a duration like 30m, 12h, 1d or 2w" in refused.stderr
+
+
+def test_metrics_of_an_unknown_model_say_so_and_name_the_models(
+    s3: S3Client, demo_registry: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cloudwatch = boto3.client("cloudwatch")
+    monkeypatch.setattr(cli_module, "cloudwatch_client", lambda url: cloudwatch)
+    monkeypatch.setattr(cli_module, "s3_client", lambda url: s3)
+
+    def metrics(name: str) -> Any:
+        return CliRunner().invoke(
+            cli_module.cli, ["--bucket", MODEL_BUCKET, "metrics", name]
+        )
+
+    unknown, quiet = metrics("rose"), metrics("iris")
+
+    assert (unknown.exit_code, unknown.stdout) == (1, "")
+    assert unknown.stderr == ("error: model 'rose' not found; models: diabetes, iris\n")
+    assert (quiet.exit_code, quiet.stdout) == (
+        0,
+        "no metrics for iris in that window\n",
+    )

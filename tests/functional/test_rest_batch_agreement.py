@@ -14,6 +14,7 @@ import pytest
 from chalice.test import Client
 
 from chalicelib.aliases.store import AliasStore
+from chalicelib.batch import keys
 from chalicelib.registry.versions import Registry
 from tests.demo_support import BATCH_BUCKET
 from tests.functional.onnx_support import identity_model
@@ -190,14 +191,13 @@ def batch_accepts(
     s3.put_object(Bucket=BATCH_BUCKET, Key=key, Body=body.encode())
     event = client.events.generate_s3_event(bucket=BATCH_BUCKET, key=key)
     client.lambda_.invoke("handle_batch_upload", event)
-    base = "outgoing/" + key.removeprefix("incoming/")
     manifest = json.loads(
-        s3.get_object(Bucket=BATCH_BUCKET, Key=f"{base}.manifest.json")["Body"].read()
+        s3.get_object(Bucket=BATCH_BUCKET, Key=keys.record_key(key))["Body"].read()
     )
     assert manifest["rows"]["read"] == rows, manifest
     if manifest["rows"]["rejected"] == 0:
         return [True] * rows
-    report = s3.get_object(Bucket=BATCH_BUCKET, Key=f"{base}.errors.jsonl")
+    report = s3.get_object(Bucket=BATCH_BUCKET, Key=keys.errors_key(key))
     rejected = {json.loads(line)["row"] for line in report["Body"].read().splitlines()}
     return [row not in rejected for row in range(1, rows + 1)]
 

@@ -6,13 +6,10 @@ import getpass
 
 import pytest
 
-from chalicelib.aliases.document import AliasDocument, Revision, Shadow
-from turnout_cli.cli import (
-    alias_lines,
-    default_actor,
-    format_routing,
-    format_shadow,
-    format_table,
+from chalicelib.aliases.document import AliasDocument, Capture, Revision, Shadow
+from turnout.cli.main import default_actor
+from turnout.cli.parsing import (
+    parse_capture_percent,
     parse_labels,
     parse_shadow,
     parse_tag,
@@ -20,6 +17,14 @@ from turnout_cli.cli import (
     parse_version_argument,
     parse_weight,
     parse_weights,
+)
+from turnout.cli.render import (
+    alias_lines,
+    format_capture,
+    format_routing,
+    format_shadow,
+    format_table,
+    plural,
 )
 
 
@@ -150,10 +155,48 @@ def test_an_alias_for_people() -> None:
         "iris@prod revision 2",
         "  updated  t2 by bob",
         "  reason   canary",
-        "VERSION  WEIGHT  TRAFFIC",
-        "1        2       66.67%",
-        "2        1       33.33%",
-        "shadow: version 3 gets a copy of 5% of the requests",
+        "  routing  1=2 2=1 (66.67% to version 1, 33.33% to version 2)",
+        "  shadow   3:5 (version 3 gets a copy of 5% of the requests)",
+        "  capture  nothing",
+    ]
+
+
+def test_two_revisions_that_differ_only_in_capture_look_different() -> None:
+    def shown(capture: Capture | None) -> list[str]:
+        revision = Revision(2, {1: 1}, None, "t2", "bob", "", capture=capture)
+        return alias_lines(AliasDocument("iris", "prod", revision, revision_id="r"))
+
+    assert shown(None)[-2:] == ["  shadow   none", "  capture  nothing"]
+    assert shown(Capture(10, ("outputs",)))[-1] == (
+        "  capture  10% of the requests, keeping outputs"
+    )
+    assert format_capture(Capture(2.5)) == "2.5% inputs,outputs"
+    assert format_capture(None) == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0", "capture percentage '0' is not in (0, 100]"),
+        ("100.5", "capture percentage '100.5' is not in (0, 100]"),
+        ("nan", "capture percentage 'nan' is not in (0, 100]"),
+        ("lots", "capture percentage 'lots' is not a number"),
+    ],
+)
+def test_a_capture_percentage_names_itself_when_refused(
+    text: str, message: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_capture_percent(text)
+    assert str(caught.value) == message
+    assert parse_capture_percent("10%") == 10
+
+
+def test_counts_are_pluralised() -> None:
+    assert [plural(count, "row") for count in (0, 1, 2)] == [
+        "0 rows",
+        "1 row",
+        "2 rows",
     ]
 
 

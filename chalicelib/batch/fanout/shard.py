@@ -31,8 +31,11 @@ from chalicelib.batch.keys import (
     CONTENT_TYPES,
     RunKeys,
     ShardDone,
+    errors_key,
+    out_key,
     outputs_base,
     parse_key,
+    record_key,
 )
 from chalicelib.batch.pipeline import Pipeline
 from chalicelib.batch.record import (
@@ -106,7 +109,7 @@ class ShardRun:
         self.deadline = Deadline(runtime.seconds_left, runtime.settings)
         self.keys = RunKeys.of(task.key, task.run_id)
         self.base = outputs_base(task.key)
-        self.ledger = Ledger(runtime.s3, task.bucket, self.base + ".manifest.json")
+        self.ledger = Ledger(runtime.s3, task.bucket, record_key(task.key))
         self.documents = JsonDocuments(runtime.s3, task.bucket)
         # What the pipeline reads from its host (chalicelib.batch.pipeline.Host).
         self.run_id = task.run_id
@@ -372,9 +375,9 @@ class ShardRun:
         """End the job as failed (outputs of an earlier upload removed, the run's
         intermediate objects deleted); abandoned when it had already ended."""
         try:
-            self.delete_output(self.base + ".out")
+            self.delete_output(out_key(self.task.key))
             if not keep_errors:
-                self.delete_output(self.base + ".errors.jsonl")
+                self.delete_output(errors_key(self.task.key))
         except RunEndedError:
             return self.abandon()
         now = self.clock()
