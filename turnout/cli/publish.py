@@ -9,32 +9,18 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal
 
 import click
 
-from chalicelib.errors import TurnoutError
 from chalicelib.evidence.baseline import Baseline
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-    from chalicelib.registry.versions import Registry
+from turnout.cli.main import Session, cli, pass_session
 
 PICKLE_WARNING = (
     "Loading a pickled or joblib model runs the code inside it: publish only your "
     "own files."
 )
 ONNX_SUFFIX = ".onnx"
-
-
-class CommandSession(Protocol):
-    """What the commands need of the ``turnout`` group's session object."""
-
-    @property
-    def registry(self) -> Registry: ...
-
-    def emit(self, payload: Any, lines: Iterable[str]) -> None: ...
 
 
 def read_sample(path: Path, label_column: str | None) -> tuple[Any, Any]:
@@ -100,7 +86,7 @@ def sample_for(model: Any, features: Any) -> Any:
     return features.to_numpy()
 
 
-@click.command(
+@cli.command(
     "publish",
     help=(
         "Convert MODEL_FILE, check that it answers like the original on the "
@@ -147,9 +133,9 @@ def sample_for(model: Any, features: Any) -> Any:
     is_flag=True,
     help="Publish an ONNX file without a parity check (there is no original).",
 )
-@click.pass_obj
+@pass_session
 def publish_command(
-    session: CommandSession,
+    session: Session,
     name: str,
     model_file: Path,
     sample_file: Path,
@@ -163,6 +149,7 @@ def publish_command(
     reference_free: bool,
 ) -> None:
     from turnout.publish.api import publish
+    from turnout.publish.parity import ParityError
 
     if (alias is None) != (weight is None):
         raise click.UsageError("--alias and --weight go together")
@@ -190,8 +177,17 @@ def publish_command(
             precision=precision,
             registry=None if dry_run else session.registry,
         )
-    except TurnoutError as error:
-        raise click.ClickException(error.message) from None
+    except ParityError as error:
+        # The report is the answer: printed whole, then one line on stderr.
+        session.emit(
+            {"name": name, "version": None, "parity": error.report.to_json()},
+            error.report.text().splitlines(),
+        )
+        raise click.ClickException(
+            "the ONNX model does not answer like the original, so it was not "
+            "published (the report above names the rows); --tolerance X accepts "
+            "differences up to X, labels must still agree"
+        ) from None
     payload = {
         "name": name,
         "version": result.version,
@@ -201,7 +197,7 @@ def publish_command(
     session.emit(payload, str(result).splitlines())
 
 
-@click.group("baseline")
+@cli.group("baseline")
 def baseline() -> None:
     """A version's training baseline: what drift is measured against."""
 
@@ -211,9 +207,9 @@ def baseline() -> None:
 @click.argument("version", type=int)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--label-column", help="The column of FILE that holds the label.")
-@click.pass_obj
+@pass_session
 def set_baseline(
-    session: CommandSession,
+    session: Session,
     name: str,
     version: int,
     file: Path,
@@ -222,10 +218,7 @@ def set_baseline(
     """Give version VERSION of NAME the baseline of the CSV FILE. Set once: a
     version that has one keeps it."""
     document = baseline_from_csv(file, label_column)
-    try:
-        session.registry.set_baseline(name, version, document)
-    except TurnoutError as error:
-        raise click.ClickException(error.message) from None
+    session.registry.set_baseline(name, version, document)
     session.emit(
         {"name": name, "version": version, "baseline": document.to_json()},
         [f"set the baseline of {name} version {version} ({document.rows} rows)"],
