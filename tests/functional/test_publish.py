@@ -365,3 +365,19 @@ def test_import_turnout_loads_no_converter_and_publish_stays_callable() -> None:
         cwd=ROOT,
     )
     assert completed.stdout == "True publish\n"
+
+
+def test_a_lightgbm_model_trained_on_a_dataframe_takes_one_input_of_every_column(
+    registry: Registry,
+) -> None:
+    import lightgbm
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer(as_frame=True)
+    model = lightgbm.LGBMClassifier(n_estimators=10, verbose=-1, random_state=0)
+    model.fit(data.data, data.target)
+    result = publish(model, name="cancer", sample=data.data, registry=registry)
+    assert result.parity is not None and result.parity.passed
+    assert result.manifest is not None
+    assert result.manifest.inputs == (TensorSpec("float_input", "FP32", (-1, 30)),)
+    assert result.baseline.features[0].name == "float_input_0"

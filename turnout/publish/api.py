@@ -155,7 +155,11 @@ def publish(
     if parity is not None and not parity.passed:
         raise ParityError(parity)
     baseline = training_baseline(
-        sample, labels, classifier=_is_classifier(converted, parity, labels)
+        sample,
+        labels,
+        classifier=_is_classifier(converted, parity, labels),
+        # Named as the model's inputs are fed (and batch files name them).
+        names=feature_names(converted.inputs),
     )
     if dry_run:
         return PublishResult(None, parity, None, converted.onnx, baseline)
@@ -236,11 +240,17 @@ def check_parity(
 
 
 def training_baseline(
-    sample: Any, labels: Any = None, *, classifier: bool = True
+    sample: Any,
+    labels: Any = None,
+    *,
+    classifier: bool = True,
+    names: list[str] | None = None,
 ) -> Baseline:
     """The sample's statistics: one feature per DataFrame column (numbers numeric,
-    the rest categorical) or per array column (``float_input_0``...), and the
-    labels' (class shares for a classifier, bins for a regressor)."""
+    the rest categorical) or per array column (``float_input_0``...), named
+    ``names`` when given, and the labels' (class shares for a classifier, bins
+    for a regressor)."""
+    given = names
     if is_frame(sample):
         columns: list[Any] = [sample[column].to_numpy() for column in sample.columns]
         names = [str(column) for column in sample.columns]
@@ -255,7 +265,7 @@ def training_baseline(
     ]
     return compute_baseline(
         columns,
-        names,
+        given if given is not None and len(given) == len(columns) else names,
         kinds,
         None if labels is None else np.asarray(labels),
         label_kind="categorical" if classifier else "numeric",

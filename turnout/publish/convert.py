@@ -19,7 +19,7 @@ import numpy as np
 
 from chalicelib.errors import TurnoutError
 from chalicelib.registry.versions import LABELS_METADATA_KEY
-from turnout.publish.sample import InputColumn, Precision, input_columns
+from turnout.publish.sample import ARRAY_INPUT, InputColumn, Precision, input_columns
 
 # The opsets the demo models use; onnxruntime 1.32 runs both.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
@@ -72,6 +72,9 @@ def convert(
     columns = input_columns(sample)
     module = type(model).__module__.split(".")[0]
     if module == "lightgbm":
+        # One input of every feature, as onnxmltools builds it: a DataFrame of
+        # numbers feeds it whole (its columns in order).
+        columns = (InputColumn(ARRAY_INPUT, "numeric", _numeric_width(columns)),)
         data, libraries = _convert_lightgbm(model, columns, precision)
         framework = "lightgbm"
     elif module == "sklearn":
@@ -195,22 +198,15 @@ def _convert_lightgbm(
         raise ConversionError(
             "onnxmltools is not installed: pip install 'turnout[lightgbm]'"
         ) from None
-    if any(column.kind != "numeric" for column in columns):
-        raise ConversionError(
-            "a LightGBM model takes numbers only: encode text columns first, or "
-            "put the model in a scikit-learn pipeline with the encoder"
-        )
-    width = sum(column.width for column in columns)
-    if len(columns) != 1 or precision != "float32":
-        raise ConversionError(
-            "a LightGBM model is converted with one float32 input: pass the sample "
-            "as a 2-D array of numbers"
-        )
+    (column,) = columns
+    width = column.width
+    if precision != "float32":
+        raise ConversionError("a LightGBM model is converted for float32 inputs")
     booster = getattr(model, "booster_", model)
     try:
         onnx_model = convert_lightgbm(
             model if hasattr(model, "booster_") else booster,
-            initial_types=[(columns[0].name, FloatTensorType([None, width]))],
+            initial_types=[(column.name, FloatTensorType([None, width]))],
             zipmap=False,
             target_opset=LIGHTGBM_OPSET,
         )
@@ -219,6 +215,16 @@ def _convert_lightgbm(
     _dynamic_rows(onnx_model)
     libraries = {name: _version(name) for name in ("onnxmltools", "onnx")}
     return bytes(onnx_model.SerializeToString()), libraries
+
+
+def _numeric_width(columns: Sequence[InputColumn]) -> int:
+    text = [column.name for column in columns if column.kind != "numeric"]
+    if text:
+        raise ConversionError(
+            f"a LightGBM model takes numbers only; {', '.join(text)} hold text: "
+            "encode them as numbers first"
+        )
+    return sum(column.width for column in columns)
 
 
 def _dynamic_rows(onnx_model: Any) -> None:
