@@ -35,7 +35,7 @@ deploy: package  ## chalice deploy --stage $(STAGE), with the trimmed layer (< 5
 	$(VENV)/bin/chalice deploy --stage $(STAGE)
 
 models: $(STAMP)  ## rebuild the demo ONNX models in models/
-	$(PY) models/build.py
+	$(PY) -m models.build
 
 bench: bench-rest bench-batch bench-fanout bench-package
 

@@ -246,3 +246,15 @@ class FeedbackUnavailableError(TurnoutError):
 
     def __init__(self) -> None:
         super().__init__("feedback is off: the stage sets no TURNOUT_CAPTURE_BUCKET")
+
+
+class BaselineExistsError(TurnoutError):
+    """A version's training baseline is set once: it is as immutable as the version."""
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(
+            f"version {version} of {name!r} already has a baseline; a baseline is "
+            "set once and never replaced"
+        )
+        self.name = name
+        self.version = version

@@ -4,6 +4,9 @@
 
     models/{name}/versions/{version}/claim.json     the version number, taken first
     models/{name}/versions/{version}/model.onnx     the artifact
+    models/{name}/versions/{version}/baseline.json  the training baseline, written
+                                                    before the manifest (or set once
+                                                    later), never overwritten
     models/{name}/versions/{version}/manifest.json  written last: the commit point
     models/{name}/versions/{version}/deleted.json   the tombstone, written first
                                                     when the version is deleted
@@ -20,6 +23,7 @@ MODELS_PREFIX = "models/"
 CLAIM = "claim.json"
 ARTIFACT = "model.onnx"
 MANIFEST = "manifest.json"
+BASELINE = "baseline.json"
 TOMBSTONE = "deleted.json"
 
 
@@ -41,6 +45,10 @@ def artifact_key(name: str, version: int) -> str:
 
 def manifest_key(name: str, version: int) -> str:
     return version_prefix(name, version) + MANIFEST
+
+
+def baseline_key(name: str, version: int) -> str:
+    return version_prefix(name, version) + BASELINE
 
 
 def tombstone_key(name: str, version: int) -> str:

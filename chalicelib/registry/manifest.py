@@ -71,6 +71,12 @@ class Manifest:
     producer: dict[str, str] = field(default_factory=dict)
     ir_version: int = 0
     format: int = MANIFEST_FORMAT
+    # Where the version came from (``turnout.publish``: framework, converter
+    # versions, parity result, accepted tolerance); empty for a plain register.
+    provenance: dict[str, Any] = field(default_factory=dict)
+    # The sha256 of baseline.json when it was stored with the version (None when
+    # there was none then; ``Registry.set_baseline`` may add one later, once).
+    baseline_sha256: str | None = None
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -86,11 +92,17 @@ class Manifest:
         data["inputs"] = [spec.to_dict() for spec in self.inputs]
         data["outputs"] = [spec.to_dict() for spec in self.outputs]
         data["labels"] = list(self.labels) if self.labels is not None else None
+        # Written only when set, so a plain registration's manifest reads as before.
+        if not self.provenance:
+            del data["provenance"]
+        if self.baseline_sha256 is None:
+            del data["baseline_sha256"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         labels = data.get("labels")
+        baseline_sha256 = data.get("baseline_sha256")
         return cls(
             name=str(data["name"]),
             version=int(data["version"]),
@@ -108,7 +120,15 @@ class Manifest:
             producer={str(k): str(v) for k, v in data.get("producer", {}).items()},
             ir_version=int(data.get("ir_version", 0)),
             format=int(data.get("format", MANIFEST_FORMAT)),
+            provenance=_json_object(data.get("provenance", {})),
+            baseline_sha256=(None if baseline_sha256 is None else str(baseline_sha256)),
         )
+
+
+def _json_object(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("expected a JSON object")
+    return {str(key): item for key, item in value.items()}
 
 
 def read_manifest(name: str, version: int, stored: bytes) -> Manifest:

@@ -17,20 +17,23 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from chalicelib import layout
 from chalicelib.clock import iso_timestamp, utc_now
-from chalicelib.documents import JsonDocuments, is_missing
+from chalicelib.documents import JsonDocuments, is_missing, is_precondition_failure
 from chalicelib.errors import (
+    BaselineExistsError,
     DocumentConflictError,
     InvalidLabelsError,
+    ModelIntegrityError,
     ModelNotFoundError,
     ModelTooLargeError,
     VersionNotFoundError,
 )
+from chalicelib.evidence.baseline import Baseline, InvalidBaselineError
 from chalicelib.names import validate_model_name
 from chalicelib.registry.manifest import (
     Manifest,
@@ -74,8 +77,14 @@ class Registry:
         description: str = "",
         tags: dict[str, str] | None = None,
         labels: list[str] | None = None,
+        baseline: Baseline | None = None,
+        provenance: dict[str, Any] | None = None,
     ) -> Manifest:
         """Store ``data`` as the next version of ``name`` and return its manifest.
+
+        ``baseline`` (the training sample's statistics) is stored with the version,
+        before the manifest, whose ``baseline_sha256`` names it; ``provenance``
+        (where the version came from) is kept in the manifest as given.
 
         Refuses, writing nothing: an invalid name (InvalidNameError), a file over
         the size limit (ModelTooLargeError), a file onnxruntime cannot load
@@ -103,6 +112,10 @@ class Registry:
             opset=info.opset,
             producer=info.producer,
             ir_version=info.ir_version,
+            provenance=dict(provenance or {}),
+            baseline_sha256=(
+                None if baseline is None else sha256_hex(_baseline_bytes(baseline))
+            ),
         )
         self.s3.put_object(
             Bucket=self.bucket,
@@ -112,10 +125,65 @@ class Registry:
             ChecksumSHA256=_base64_sha256(data),
             ContentType="application/octet-stream",
         )
+        if baseline is not None:
+            self._write_baseline(name, version, baseline)
         self.documents.write(
             layout.manifest_key(name, version), manifest.to_dict(), etag=None
         )
         return manifest
+
+    def set_baseline(self, name: str, version: int, baseline: Baseline) -> None:
+        """Give a committed version the baseline it was registered without.
+
+        Set once: BaselineExistsError when the version has one (stored with it or
+        set before); VersionNotFoundError for a version that does not exist.
+        """
+        self.get_manifest(name, version)
+        self._write_baseline(name, version, baseline)
+
+    def get_baseline(self, name: str, version: int) -> Baseline | None:
+        """The version's baseline, None when it has none. ModelIntegrityError when
+        the stored document does not match the sha256 its manifest recorded or is
+        not a valid baseline."""
+        manifest = self.get_manifest(name, version)
+        try:
+            response = self.s3.get_object(
+                Bucket=self.bucket, Key=layout.baseline_key(name, version)
+            )
+        except ClientError as error:
+            if not is_missing(error):
+                raise
+            if manifest.baseline_sha256 is not None:
+                raise ModelIntegrityError(
+                    name, version, "baseline.json is missing"
+                ) from None
+            return None
+        stored: bytes = response["Body"].read()
+        expected = manifest.baseline_sha256
+        if expected is not None and sha256_hex(stored) != expected:
+            raise ModelIntegrityError(
+                name, version, "baseline.json does not match its sha256"
+            )
+        try:
+            return Baseline.from_json(json.loads(stored))
+        except (ValueError, InvalidBaselineError) as error:
+            raise ModelIntegrityError(
+                name, version, f"baseline.json is not valid: {error}"
+            ) from None
+
+    def _write_baseline(self, name: str, version: int, baseline: Baseline) -> None:
+        try:
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=layout.baseline_key(name, version),
+                Body=_baseline_bytes(baseline),
+                IfNoneMatch="*",
+                ContentType="application/json",
+            )
+        except ClientError as error:
+            if is_precondition_failure(error):
+                raise BaselineExistsError(name, version) from None
+            raise
 
     def _claim_next_version(self, name: str) -> int:
         version = max(self._claimed_versions(name), default=0) + 1
@@ -255,6 +323,11 @@ class Registry:
 
 def _is_live(leaves: set[str]) -> bool:
     return layout.MANIFEST in leaves and layout.TOMBSTONE not in leaves
+
+
+def _baseline_bytes(baseline: Baseline) -> bytes:
+    # Compact and key-sorted: the bytes whose sha256 the manifest records.
+    return json.dumps(baseline.to_json(), sort_keys=True).encode()
 
 
 def _base64_sha256(data: bytes) -> str:

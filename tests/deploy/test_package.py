@@ -55,7 +55,8 @@ def test_every_zip_fits_a_direct_upload_and_the_whole_fits_unzipped(
         names = code.namelist()
     shipped = {name.split("/")[0] for name in names}
     # The app (and its bytecode), the domain code and Chalice's runtime; nothing
-    # of models/, bench/, tests/, tools/ or the operator's CLI (turnout/cli/).
+    # of models/, bench/, tests/, tools/, the operator's CLI (turnout/cli/) or
+    # the data scientist's publish and its converters (turnout/publish/).
     assert shipped == {"app.py", "__pycache__", "chalicelib", "chalice"}
     assert not [name for name in names if name.startswith("turnout/")]
     assert not [name for name in names if "cli" in name.rsplit("/", 1)[-1]]

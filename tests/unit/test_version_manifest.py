@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -149,3 +150,20 @@ def test_a_truncated_header_is_refused() -> None:
     assert str(caught.value).startswith(
         "not a loadable ONNX model: cannot read the ONNX header: "
     )
+
+
+def test_provenance_and_the_baseline_checksum_round_trip_and_are_optional() -> None:
+    published = replace(
+        MANIFEST,
+        provenance={"framework": "scikit-learn", "accepted_tolerance": None},
+        baseline_sha256="ef" * 32,
+    )
+    data = json.loads(json.dumps(published.to_dict()))
+    assert data["provenance"] == {
+        "framework": "scikit-learn",
+        "accepted_tolerance": None,
+    }
+    assert data["baseline_sha256"] == "ef" * 32
+    assert Manifest.from_dict(data) == published
+    assert "provenance" not in MANIFEST.to_dict()
+    assert "baseline_sha256" not in MANIFEST.to_dict()

@@ -276,4 +276,11 @@ def main() -> NoReturn:
 
 
 # Each command group adds its commands to ``cli`` when it is imported.
-from turnout.cli import aliases, batch, capture, metrics, registry  # noqa: E402, F401
+from turnout.cli import (  # noqa: E402, F401
+    aliases,
+    batch,
+    capture,
+    metrics,
+    publish,
+    registry,
+)

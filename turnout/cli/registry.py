@@ -21,6 +21,7 @@ from turnout.cli.parsing import (
     parse_version_argument,
     using,
 )
+from turnout.cli.publish import baseline_from_csv
 from turnout.cli.render import format_table, manifest_lines
 
 
@@ -42,6 +43,13 @@ from turnout.cli.render import format_table, manifest_lines
     callback=using(parse_labels),
     help="Class names, one per probability column (default: the model's own).",
 )
+@click.option(
+    "--baseline",
+    "baseline_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A CSV file of training rows: its statistics are stored with the version.",
+)
+@click.option("--label-column", help="The column of --baseline that holds the label.")
 @pass_session
 def register(
     session: Session,
@@ -50,14 +58,26 @@ def register(
     description: str,
     tags: dict[str, str],
     labels: list[str] | None,
+    baseline_file: Path | None,
+    label_column: str | None,
 ) -> None:
     """Store FILE as the next version of model NAME and print its number."""
     registry = session.registry
     size = file.stat().st_size
     if size > registry.max_model_bytes:
         raise ModelTooLargeError(size, registry.max_model_bytes)
+    baseline = (
+        None
+        if baseline_file is None
+        else baseline_from_csv(baseline_file, label_column)
+    )
     manifest = registry.register(
-        name, file.read_bytes(), description=description, tags=tags, labels=labels
+        name,
+        file.read_bytes(),
+        description=description,
+        tags=tags,
+        labels=labels,
+        baseline=baseline,
     )
     session.emit(
         manifest.to_dict(), [f"registered {manifest.name} version {manifest.version}"]
