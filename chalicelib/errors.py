@@ -239,3 +239,15 @@ class BatchRetryRefusedError(TurnoutError):
     def __init__(self, key: str, reason: str) -> None:
         super().__init__(f"not retrying {key}: {reason}")
         self.key = key
+
+
+class InvalidRolloutError(TurnoutError):
+    """A rollout that cannot start or a change its state does not allow; the
+    message says which rule and what would be accepted."""
+
+
+class RolloutNotFoundError(NotFoundError):
+    def __init__(self, name: str, alias: str) -> None:
+        super().__init__(f"{name}@{alias} has no rollout (start one: rollout start)")
+        self.name = name
+        self.alias = alias
