@@ -63,7 +63,7 @@ def test_a_healthy_step_holds_until_its_interval_is_over() -> None:
 def test_more_errors_than_the_others_roll_back() -> None:
     decision = decide(
         figures(
-            target_requests=300, target_errors=6, other_requests=900, other_errors=0
+            target_requests=300, target_errors=10, other_requests=900, other_errors=0
         )
     )
     assert decision.action == ROLL_BACK
