@@ -8,7 +8,8 @@ alias change is conditional on the revision the rollout wrote last, so:
 - two evaluators at once never both advance: the second one's alias write or
   document write conflicts, and it reports that it stood aside;
 - an alias changed by hand (``turnout alias set``) is noticed at the next
-  evaluation by its revision id, and the rollout pauses, saying who changed it;
+  evaluation by its revision id, and the rollout pauses, saying who changed it
+  (``resume`` puts the alias back at the rollout's step);
 - a version deleted under a rollout aborts it without touching the alias.
 
 A rollback (the judge's, or ``abort``) writes the alias's weights from before
@@ -188,12 +189,22 @@ def pause(store: RolloutStore, name: str, alias: str, *, actor: str) -> Rollout:
 def resume(
     store: RolloutStore, name: str, alias: str, *, actor: str, now: datetime
 ) -> Rollout:
-    """Evaluate again, from the alias as it is now; the step's window restarts."""
+    """Evaluate again; an alias changed meanwhile is put back at the rollout's
+    current step first. The step's window restarts."""
     rollout, etag = store.read(name, alias)
+    rollout.require_state({PAUSED}, "resume")
     document = store.aliases.get(name, alias)
-    resumed = rollout.resumed(
-        now, document.revision, document.revision_id, f"resumed by {actor}"
-    )
+    reason = f"resumed by {actor}"
+    if document.revision_id != rollout.alias_revision_id and document.weights != (
+        rollout.weights
+    ):
+        document = store.route(
+            rollout,
+            rollout.weights,
+            f"{reason}: back at step {rollout.step + 1}",
+            expected_revision=document.revision,
+        )
+    resumed = rollout.resumed(now, document.revision, document.revision_id, reason)
     store.save(resumed, etag)
     return resumed
 
@@ -348,7 +359,7 @@ def _changed_outside(store: RolloutStore, rollout: Rollout) -> str | None:
     return (
         f"the alias was changed outside the rollout (revision {change.revision} by "
         f"{change.actor or 'someone'}: {change.reason or 'no reason given'}): paused; "
-        "`rollout resume` continues from the alias as it is, `rollout abort` "
+        "`rollout resume` puts it back at the rollout's step, `rollout abort` "
         "restores it as it was before the rollout"
     )
 

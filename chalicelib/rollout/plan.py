@@ -253,7 +253,8 @@ class Rollout:
 
     # -- moves ---------------------------------------------------------------
 
-    def _require(self, states: frozenset[str] | set[str], action: str) -> None:
+    def require_state(self, states: frozenset[str] | set[str], action: str) -> None:
+        """InvalidRolloutError unless the rollout is in one of ``states``."""
         if self.state not in states:
             raise InvalidRolloutError(
                 f"cannot {action} the rollout of {self.name}@{self.alias}: it is "
@@ -275,7 +276,7 @@ class Rollout:
         self, now: datetime, revision: int, revision_id: str, reason: str
     ) -> Rollout:
         """At the next step, written as alias revision ``revision``."""
-        self._require(EVALUATED | {AWAITING_APPROVAL}, "advance")
+        self.require_state(EVALUATED | {AWAITING_APPROVAL}, "advance")
         step = self.step + 1
         done = step == len(self.plan.steps) - 1
         return replace(
@@ -300,7 +301,7 @@ class Rollout:
         return replace(self, state=state, reason=reason)
 
     def paused(self, reason: str) -> Rollout:
-        self._require(EVALUATED | {AWAITING_APPROVAL}, "pause")
+        self.require_state(EVALUATED | {AWAITING_APPROVAL}, "pause")
         return self.moved_to(PAUSED, reason)
 
     def resumed(
@@ -308,7 +309,7 @@ class Rollout:
     ) -> Rollout:
         """Stepping again from the alias as it is now (revision ``revision``); the
         step's window starts afresh."""
-        self._require({PAUSED}, "resume")
+        self.require_state({PAUSED}, "resume")
         return replace(
             self,
             state=STEPPING,
@@ -323,7 +324,7 @@ class Rollout:
         self, state: str, reason: str, revision: int, revision_id: str
     ) -> Rollout:
         """Rolled back or aborted, the alias restored as revision ``revision``."""
-        self._require(ACTIVE, state.replace("_", " ").removesuffix("ed"))
+        self.require_state(ACTIVE, state.replace("_", " ").removesuffix("ed"))
         return replace(
             self,
             state=state,

@@ -133,7 +133,7 @@ def test_moves_between_states() -> None:
     assert first.needs_approval()
     paused = first.paused("paused by ana")
     assert paused.state == PAUSED
-    with pytest.raises(InvalidRolloutError, match="cannot pause .* it is paused"):
+    with pytest.raises(InvalidRolloutError, match=r"cannot pause .* it is paused"):
         paused.paused("again")
     resumed = paused.resumed(now, 4, "00000004-a", "resumed by ana")
     last = resumed.stepped(now, 5, "00000005-b", "step 2")
