@@ -222,7 +222,7 @@ def _error_rate(
     relative_p = beta_binomial_p(mine.errors, mine.errors + other_errors, share)
     limit_p = beta_binomial_p(mine.errors, mine.requests, rails.max_error_rate)
     p_value = min(relative_p, limit_p)
-    statistic = -math.log(p_value) if p_value > 0 else math.inf
+    statistic = max(0.0, -math.log(p_value)) if p_value > 0 else math.inf
     described = (
         f"error rate {_percent(rate)} on {mine.requests} requests against "
         f"{_percent(other_rate)} on {other_requests} for the others "
