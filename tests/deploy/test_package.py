@@ -359,7 +359,7 @@ def test_the_layer_keeps_the_service_models_the_functions_call(
             if "botocore/data/" in name
         ]
     services = {model.split("/")[0] for model in models if "/" in model}
-    assert {"s3", "sqs", "monitoring"} <= services
+    assert {"s3", "sqs", "cloudwatch"} <= services
     assert "ec2" not in services
 
 
