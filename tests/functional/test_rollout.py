@@ -202,7 +202,7 @@ def test_two_evaluators_at_once_advance_once(
         both_read.wait(timeout=10)
         return figures(*args)
 
-    source.figures = in_step  # type: ignore[method-assign]
+    source.figures = in_step  # type: ignore[method-assign,assignment]
     results: list[operations.Evaluation] = []
 
     def evaluate() -> None:
