@@ -169,7 +169,7 @@ def evaluate(
             moved,
             decision.action,
             decision.reason,
-            _record(store, moved, decision, now),
+            _record(store, rollout, moved, decision, now),
         )
     over = (now - step_start).total_seconds() >= rollout.plan.interval_seconds
     state = HOLDING if over else STEPPING
@@ -278,7 +278,7 @@ def _roll_back(
     )
     store.save(judged, etag)
     return Evaluation(
-        judged, decision.action, reason, _record(store, judged, decision, now)
+        judged, decision.action, reason, _record(store, rollout, judged, decision, now)
     )
 
 
@@ -307,12 +307,15 @@ def _settle(
         store.save(judged, etag)
     except DocumentConflictError:
         return Evaluation(rollout, "skipped", "another evaluator got there first")
-    record = _record(store, judged, decision, now, action=action, reason=reason)
+    record = _record(
+        store, rollout, judged, decision, now, action=action, reason=reason
+    )
     return Evaluation(judged, action, reason, record)
 
 
 def _record(
     store: RolloutStore,
+    evaluated: Rollout,
     rollout: Rollout,
     decision: judging.Decision | None,
     now: datetime,
@@ -320,17 +323,18 @@ def _record(
     action: str | None = None,
     reason: str | None = None,
 ) -> dict[str, Any]:
-    """Write the evaluation's decision record: inputs, statistics, thresholds,
-    action and reason."""
+    """Write the evaluation's decision record: the step ``evaluated`` was at
+    and its inputs, statistics, thresholds, action and reason, and the state
+    ``rollout`` is in after it."""
     record: dict[str, Any] = {
         "evaluation": rollout.evaluations,
         "at": iso_timestamp(now),
         "name": rollout.name,
         "alias": rollout.alias,
         "target": rollout.target,
-        "step": rollout.step + 1,
-        "percent": rollout.percent,
-        "weights": {str(v): w for v, w in sorted(rollout.weights.items())},
+        "step": evaluated.step + 1,
+        "percent": evaluated.percent,
+        "weights": {str(v): w for v, w in sorted(evaluated.weights.items())},
         "state": rollout.state,
         "thresholds": {
             "max_error_rate": rollout.plan.guardrails.max_error_rate,

@@ -115,6 +115,9 @@ def test_a_healthy_version_completes_every_step(
     records = store.decisions(final)
     assert len(records) == final.evaluations == len(evaluations)
     assert {r["action"] for r in records} == {"hold", "advance"}
+    advanced = [r for r in records if r["action"] == "advance"]
+    assert [(r["step"], r["percent"]) for r in advanced] == [(1, 10), (2, 25), (3, 50)]
+    assert advanced[0]["weights"] == {"1": 90, "2": 10}
     assert records[0]["thresholds"]["max_error_rate"] == 0.01
     assert records[0]["figures"][0]["latency_source"] == "CloudWatch percentiles"
 

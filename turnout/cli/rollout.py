@@ -258,6 +258,7 @@ def status_lines(current: Rollout) -> list[str]:
     ]
     decision = current.last_decision
     if decision and "guardrails" in decision:
+        lines.append("  last evaluation:")
         rows = [
             (
                 g["name"],
@@ -274,8 +275,10 @@ def status_lines(current: Rollout) -> list[str]:
             ("guardrail", "status", "target", "others", "limit", "statistic", "p"),
             rows,
         )
-        lines.append(f"  the step needs {decision['more_requests']} more requests")
     if current.state in ("stepping", "holding"):
+        if decision and "more_requests" in decision:
+            more = decision["more_requests"]
+            lines.append(f"  the step needs {more} more requests")
         lines.append(f"  next evaluation: {current.next_evaluation_at}")
     return lines
 
