@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from chalicelib.aliases.document import AliasDocument
 from chalicelib.clock import iso_timestamp
 from chalicelib.errors import (
     AliasConflictError,
@@ -282,7 +283,7 @@ def _roll_back(
     )
 
 
-def _restore(store: RolloutStore, rollout: Rollout, reason: str) -> Any:
+def _restore(store: RolloutStore, rollout: Rollout, reason: str) -> AliasDocument:
     """The alias back at the weights from before the rollout."""
     current = store.aliases.get(rollout.name, rollout.alias)
     return store.route(
