@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Chalice, Response, S3Event, SQSEvent
+from chalice.app import Chalice, CloudWatchEvent, Response, S3Event, SQSEvent
 
 from chalicelib import extension, rest, wiring
 from chalicelib.config import FEEDBACK_PREFIX, INCOMING_PREFIX, Settings
@@ -184,3 +184,15 @@ def handle_batch_shard(event: SQSEvent) -> list[dict[str, Any]]:
         )
         for record in event
     ]
+
+
+# --- Progressive rollouts: evaluated on a schedule -----------------------------
+
+
+@app.schedule("rate(1 minute)")
+def evaluate_rollouts(event: CloudWatchEvent) -> None:
+    """Evaluate every active rollout that is due (see chalicelib.rollout); make
+    dev runs this every TURNOUT_DEV_SCHEDULE_SECONDS."""
+    from chalicelib.rollout import runner
+
+    runner.evaluate_all(runner.default_runtime())

@@ -258,3 +258,15 @@ class BaselineExistsError(TurnoutError):
         )
         self.name = name
         self.version = version
+
+
+class InvalidRolloutError(TurnoutError):
+    """A rollout that cannot start or a change its state does not allow; the
+    message says which rule and what would be accepted."""
+
+
+class RolloutNotFoundError(NotFoundError):
+    def __init__(self, name: str, alias: str) -> None:
+        super().__init__(f"{name}@{alias} has no rollout (start one: rollout start)")
+        self.name = name
+        self.alias = alias

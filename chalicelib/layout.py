@@ -15,6 +15,9 @@
     models/{name}/aliases/{alias}/revisions/{id}.json  one revision each, immutable;
                                                     id is the revision number
                                                     (8 digits) and a random suffix
+    models/{name}/aliases/{alias}/rollout.json      the alias's latest rollout
+    models/{name}/aliases/{alias}/rollouts/{id}/decisions/{n}.json
+                                                    one record per evaluation
 """
 
 from __future__ import annotations
@@ -71,3 +74,19 @@ def revision_id(revision: int, suffix: str) -> str:
 
 def alias_revision_key(name: str, alias: str, revision_id: str) -> str:
     return f"{aliases_prefix(name)}{alias}/revisions/{revision_id}.json"
+
+
+def rollout_key(name: str, alias: str) -> str:
+    """The alias's rollout document (its latest rollout), next to its head."""
+    return f"{aliases_prefix(name)}{alias}/rollout.json"
+
+
+def rollout_decisions_prefix(name: str, alias: str, rollout_id: str) -> str:
+    return f"{aliases_prefix(name)}{alias}/rollouts/{rollout_id}/decisions/"
+
+
+def rollout_decision_key(
+    name: str, alias: str, rollout_id: str, evaluation: int
+) -> str:
+    """One evaluation's decision record (numbered from 1, 6 digits)."""
+    return f"{rollout_decisions_prefix(name, alias, rollout_id)}{evaluation:06d}.json"

@@ -43,7 +43,7 @@ SITE_PACKAGES = "python/lib/python3.12/site-packages/"
 # two service models Turnout calls (S3, and SQS for the batch fan-out).
 UNUSED = re.compile(
     r"""^(
-        botocore/data/(?!s3/|sqs/)[^/]+/.*      # other services' models
+        botocore/data/(?!s3/|sqs/|cloudwatch/)[^/]+/.*  # other services' models
       | onnxruntime/(transformers|quantization|tools|datasets)/.*
       | onnxruntime/capi/libonnxruntime\.so[.0-9]*  # the C API library: the
                                                  # Python module links none of it

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 STAGE = "dev"
-FUNCTIONS = ("api", "batch", "shard", "feedback")
+FUNCTIONS = ("api", "batch", "shard", "feedback", "rollout")
 # moto refuses multipart parts under 5 MiB; a small limit lets a test file of a
 # few thousand rows take the batch function's multipart path.
 PART_BYTES = 64 * 1024
@@ -57,7 +57,8 @@ def as_moto_checks_it(policy: dict[str, Any]) -> dict[str, Any]:
     """``policy`` with its SQS statements as moto can check them: on any resource
     (moto matches SQS requests against the resource ``*``; only S3 requests name
     theirs), and with the batch actions that AWS authorizes as their single
-    action (SendMessageBatch as SendMessage) under moto's own names. The queue
+    action (SendMessageBatch as SendMessage) under moto's own names; CloudWatch's
+    actions also under moto's prefix for them (``monitoring:``). The queue
     ARNs are proven by ``expected_grants`` instead; the actions, here."""
     statements = []
     for statement in policy["Statement"]:
@@ -65,6 +66,10 @@ def as_moto_checks_it(policy: dict[str, Any]) -> dict[str, Any]:
         if all(action.startswith("sqs:") for action in actions):
             batched = [f"{action}Batch" for action in actions if action in _BATCHED]
             statement = {**statement, "Action": actions + batched, "Resource": ["*"]}
+        if all(action.startswith("cloudwatch:") for action in actions):
+            # moto names CloudWatch's actions by its endpoint's prefix.
+            named = [action.replace("cloudwatch:", "monitoring:") for action in actions]
+            statement = {**statement, "Action": actions + named}
         statements.append(statement)
     return {**policy, "Statement": statements}
 
@@ -170,7 +175,9 @@ class IamStack:
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
 
-    def client(self, service: Literal["s3", "iam", "sqs"], keys: Credentials) -> Any:
+    def client(
+        self, service: Literal["s3", "iam", "sqs", "cloudwatch"], keys: Credentials
+    ) -> Any:
         """A boto3 client on the moto server with ``keys``."""
         return boto3.client(
             service,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
@@ -17,7 +18,11 @@ from chalicelib import wiring
 from chalicelib.aliases.document import Capture
 from chalicelib.aliases.store import AliasStore
 from chalicelib.batch.fanout import plan as shard_rules
+from chalicelib.clock import utc_now
 from chalicelib.registry.versions import Registry
+from chalicelib.rollout import operations, runner
+from chalicelib.rollout.plan import Plan
+from chalicelib.rollout.store import RolloutStore
 from tests.deploy.iam_support import PART_BYTES, STAGE, AppAs, IamStack, load_policy
 from tests.functional.batch_support import csv_text, expected_csv, iris_rows
 from tools.devstack.stage import stage_settings
@@ -41,6 +46,18 @@ def expected_grants(stage: str, function: str) -> set[tuple[str, str]]:
     models = f"arn:aws:s3:::{settings.model_bucket}"
     batch = f"arn:aws:s3:::{settings.batch_bucket}"
     queue = f"arn:aws:sqs:*:*:{settings.batch_shard_queue}"
+    if function == "rollout":
+        return {
+            # Alias heads and revisions, manifests, rollout documents, decisions.
+            ("s3:GetObject", f"{models}/models/*"),
+            # Listing models, versions (is one deleted?), aliases and decisions.
+            ("s3:ListBucket", models),
+            # Writing only under aliases/: heads, revisions, the rollout
+            # document and its decision records (never a version).
+            ("s3:PutObject", f"{models}/models/*/aliases/*"),
+            # The per-version metrics (GetMetricData has no resource-level ARN).
+            ("cloudwatch:GetMetricData", "*"),
+        } | log_grants(f"turnout-{stage}-evaluate_rollouts")
     if function == "api":
         return {
             # Aliases, manifests and model files (and, later, tombstones).
@@ -112,7 +129,7 @@ def grants(policy: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
-@pytest.mark.parametrize("function", ["api", "batch", "shard", "feedback"])
+@pytest.mark.parametrize("function", ["api", "batch", "shard", "feedback", "rollout"])
 def test_each_policy_grants_exactly_what_its_function_needs(
     stage: str, function: str
 ) -> None:
@@ -138,6 +155,10 @@ def test_every_function_of_every_stage_has_its_own_policy_file() -> None:
         assert (
             functions["handle_feedback_upload"]["iam_policy_file"]
             == f"policy-{stage}-feedback.json"
+        )
+        assert (
+            functions["evaluate_rollouts"]["iam_policy_file"]
+            == f"policy-{stage}-rollout.json"
         )
 
 
@@ -423,6 +444,95 @@ def test_the_batch_policy_refuses_writing_uploads_and_models(
         lambda: s3.put_object(
             Bucket=settings.model_bucket, Key="models/iris/aliases/prod", Body=b"{}"
         ),
+    ):
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] == "AccessDenied"
+
+
+# -- the scheduled rollout evaluator with its own policy -------------------------
+
+
+def test_the_rollout_policy_evaluates_a_rollout_from_its_metrics(
+    iam_stack: IamStack, app_as: AppAs
+) -> None:
+    settings = iam_stack.settings
+    aliases = AliasStore(
+        Registry(iam_stack.admin, settings.model_bucket, max_model_bytes=1 << 20)
+    )
+    aliases.set_routing("iris", "rollout-iam", {1: 100}, actor="iam test")
+    store = RolloutStore(aliases)
+    started = utc_now() - timedelta(minutes=3)
+    operations.start(
+        store,
+        "iris",
+        "rollout-iam",
+        2,
+        Plan(steps=(50, 100), interval_seconds=60, timeout_seconds=600),
+        actor="iam test",
+        now=started,
+    )
+    cloudwatch = iam_stack.client("cloudwatch", iam_stack.admin_keys)
+    for version in (1, 2):
+        dimensions = [
+            {"Name": "Model", "Value": "iris"},
+            {"Name": "Alias", "Value": "rollout-iam"},
+            {"Name": "Version", "Value": str(version)},
+        ]
+        at = started + timedelta(minutes=1)
+        cloudwatch.put_metric_data(
+            Namespace="Turnout",
+            MetricData=[
+                {
+                    "MetricName": name,
+                    "Dimensions": dimensions,
+                    "Value": value,
+                    "Timestamp": at,
+                }
+                for name, value in (
+                    ("Requests", 300),
+                    ("ServerErrors", 0),
+                    ("Latency", 12.0),
+                )
+            ],
+        )
+
+    runner.default_runtime.cache_clear()
+    with app_as(iam_stack.credentials["rollout"]) as client:
+        client.lambda_.invoke(
+            "evaluate_rollouts",
+            client.events.generate_cw_event(
+                source="aws.events",
+                detail_type="Scheduled Event",
+                detail={},
+                resources=["arn:aws:events:us-east-1:123456789012:rule/evaluate"],
+            ),
+        )
+    runner.default_runtime.cache_clear()
+
+    rollout, _ = store.read("iris", "rollout-iam")
+    assert (rollout.state, rollout.evaluations) == ("completed", 1)
+    assert aliases.get("iris", "rollout-iam").weights == {2: 100}
+    (record,) = store.decisions(rollout)
+    assert record["action"] == "advance"
+
+
+def test_the_rollout_policy_refuses_writing_versions_and_reading_batch_files(
+    iam_stack: IamStack,
+) -> None:
+    s3: S3Client = iam_stack.client("s3", iam_stack.credentials["rollout"])
+    settings = iam_stack.settings
+
+    for call in (
+        lambda: s3.put_object(
+            Bucket=settings.model_bucket,
+            Key="models/iris/versions/9/manifest.json",
+            Body=b"{}",
+        ),
+        lambda: s3.delete_object(
+            Bucket=settings.model_bucket, Key="models/iris/aliases/prod.json"
+        ),
+        lambda: s3.list_objects_v2(Bucket=settings.batch_bucket),
     ):
         with pytest.raises(ClientError) as refused:
             call()

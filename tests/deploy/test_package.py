@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,12 @@ import pytest
 
 from app import app
 from bench.rest import proxy_event
+from chalicelib.aliases.store import AliasStore
+from chalicelib.clock import utc_now
+from chalicelib.registry.versions import Registry
+from chalicelib.rollout import operations
+from chalicelib.rollout.plan import Plan
+from chalicelib.rollout.store import RolloutStore
 from tests.deploy.iam_support import STAGE, IamStack, load_policy
 from tests.functional.batch_support import (
     csv_text,
@@ -191,6 +198,7 @@ def config_environment(function: str) -> dict[str, str]:
         "api": "api_handler",
         "batch": "handle_batch_upload",
         "shard": "handle_batch_shard",
+        "rollout": "evaluate_rollouts",
     }[function]
     return function_environment(name, STAGE)
 
@@ -366,3 +374,74 @@ def test_the_layer_ships_the_shutdown_extension_as_an_executable(
         script = layer.read(entry)
     assert entry.external_attr >> 16 & 0o111 == 0o111
     assert script == SHUTDOWN_EXTENSION.read_bytes()
+
+
+def test_terraform_schedules_the_rollout_evaluator_with_its_own_policy(
+    package: Path,
+) -> None:
+    resources = terraform(package)["resource"]
+    evaluator = resources["aws_lambda_function"]["evaluate_rollouts"]
+    assert (evaluator["memory_size"], evaluator["timeout"]) == (512, 120)
+    [rule] = resources["aws_cloudwatch_event_rule"].values()
+    assert rule["schedule_expression"] == "rate(1 minute)"
+    [target] = resources["aws_cloudwatch_event_target"].values()
+    assert target["arn"] == "${aws_lambda_function.evaluate_rollouts.arn}"
+    policy = resources["aws_iam_role_policy"]["evaluate_rollouts_role"]["policy"]
+    assert json.loads(policy) == load_policy(STAGE, "rollout")
+
+
+def test_the_layer_keeps_the_service_models_the_functions_call(
+    package: Path,
+) -> None:
+    with zipfile.ZipFile(package / "layer-deployment.zip") as layer:
+        models = [
+            name.split("botocore/data/", 1)[1]
+            for name in layer.namelist()
+            if "botocore/data/" in name
+        ]
+    services = {model.split("/")[0] for model in models if "/" in model}
+    assert {"s3", "sqs", "cloudwatch"} <= services
+    assert "ec2" not in services
+
+
+def test_the_unzipped_package_evaluates_a_rollout_on_schedule(
+    package: Path, iam_stack: IamStack, tmp_path: Path
+) -> None:
+    settings = iam_stack.settings
+    aliases = AliasStore(
+        Registry(iam_stack.admin, settings.model_bucket, max_model_bytes=1 << 20)
+    )
+    aliases.set_routing("iris", "rollout-artifact", {1: 100}, actor="artifact test")
+    store = RolloutStore(aliases)
+    operations.start(
+        store,
+        "iris",
+        "rollout-artifact",
+        2,
+        Plan(steps=(50, 100), interval_seconds=60, timeout_seconds=600),
+        actor="artifact test",
+        now=utc_now() - timedelta(minutes=3),
+    )
+    tree = unpack(package, tmp_path / "lambda")
+    event = {
+        "version": "0",
+        "id": "artifact-schedule",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-03-01T12:00:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/evaluate"],
+        "detail": {},
+    }
+
+    answers = invoke(
+        iam_stack, tree, "rollout", "app.evaluate_rollouts", [event], tmp_path
+    )
+
+    assert answers == [None]
+    rollout, _ = store.read("iris", "rollout-artifact")
+    # No traffic yet: the evaluation held, saying so, and left the alias alone.
+    assert (rollout.state, rollout.evaluations) == ("holding", 1)
+    assert rollout.reason.startswith("evidence is thin: 0 of the 200 requests")
+    assert aliases.get("iris", "rollout-artifact").weights == {1: 50, 2: 50}

@@ -7,8 +7,8 @@ import getpass
 import pytest
 
 from chalicelib.aliases.document import AliasDocument, Capture, Revision, Shadow
-from turnout.cli.main import default_actor
 from turnout.cli.parsing import (
+    default_actor,
     parse_capture_percent,
     parse_labels,
     parse_shadow,

@@ -12,7 +12,6 @@ status.
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 import time
@@ -40,7 +39,7 @@ from chalicelib.errors import (
     VersionNotFoundError,
 )
 from chalicelib.registry.versions import Registry
-from turnout.cli.parsing import parse_version_argument, using
+from turnout.cli.parsing import default_actor, parse_version_argument, using
 from turnout.cli.render import alias_lines
 
 if TYPE_CHECKING:
@@ -55,14 +54,6 @@ def missing_setting(what: str, option: str, variable: str) -> click.ClickExcepti
     return click.ClickException(
         f"no {what}: pass {option} or set {variable} {DEV_ENVIRONMENT_HINT}"
     )
-
-
-def default_actor() -> str:
-    """Who is changing an alias when --actor is not given: the user, else 'unknown'."""
-    try:
-        return getpass.getuser() or "unknown"
-    except Exception:  # no USER variable and no passwd entry (some containers)
-        return "unknown"
 
 
 def s3_client(endpoint_url: str | None) -> S3Client:
@@ -284,3 +275,6 @@ from turnout.cli import (  # noqa: E402, F401
     publish,
     registry,
 )
+from turnout.cli.rollout import rollout  # noqa: E402
+
+cli.add_command(rollout)

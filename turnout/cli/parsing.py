@@ -6,6 +6,7 @@ a parser into a click callback, so that click reports it as a usage error.
 
 from __future__ import annotations
 
+import getpass
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -132,3 +133,11 @@ def using[T](
             raise click.BadParameter(str(error)) from None
 
     return callback
+
+
+def default_actor() -> str:
+    """Who is making a change when --actor is not given: the user, else 'unknown'."""
+    try:
+        return getpass.getuser() or "unknown"
+    except Exception:  # no USER variable and no passwd entry (some containers)
+        return "unknown"
