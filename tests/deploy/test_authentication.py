@@ -21,7 +21,9 @@ def test_every_route_but_health_requires_an_api_key() -> None:
     assert {route for route, keyed in required.items() if not keyed} == {
         (path, "GET") for path in HEALTH
     }
-    assert len(required) == 10
+    # The V2 routes, /models/{name}/predict and /models/{name}/feedback.
+    assert ("/models/{name}/feedback", "POST") in required
+    assert len(required) == 11
 
 
 def test_the_local_app_answers_a_keyed_route_without_a_key() -> None:
