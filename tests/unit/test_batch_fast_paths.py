@@ -163,3 +163,16 @@ def test_lines_holding_nul_bytes_keep_them() -> None:
     assert renderer.rows(lines(heads), TRICKY, None) == assemble(
         heads, renderer.suffixes(TRICKY, None)
     )
+
+
+def test_lines_with_the_right_commas_in_all_but_not_each_leave_the_fast_path() -> None:
+    table = CsvTable.from_header(
+        b"sepal_length,sepal_width,petal_length,petal_width", IRIS_FEATURES
+    )
+    chunk = b"1,2,3,4,5,6\n7\n1,2,3,4\n"  # 5 + 0 + 3 commas: 3 a line in all
+    assert table._parse_fast(chunk) is None
+    careful = table._parse_careful(chunk, 1, 2)
+    assert [rejection.reason for rejection in careful.rejections] == [
+        "the row has 6 fields, the header has 4",
+        "the row has 1 fields, the header has 4",
+    ]

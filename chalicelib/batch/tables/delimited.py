@@ -238,12 +238,16 @@ class CsvTable:
         starts = np.empty_like(ends)
         starts[0] = 0
         starts[1:] = ends[:-1] + 1
+        # Every line has the header's fields: as many commas in all as that
+        # makes, and each line's share of them (in order) inside it.
         commas = np.flatnonzero(buffer == _COMMA)
-        if commas.size != ends.size * (len(self.header) - 1):
+        separators = len(self.header) - 1
+        if commas.size != ends.size * separators:
             return None
-        counts = np.add.reduceat(buffer == _COMMA, starts, dtype=np.int64)
-        if (counts != len(self.header) - 1).any():
-            return None
+        if separators:
+            per_line = commas.reshape(ends.size, separators)
+            if (per_line[:, 0] < starts).any() or (per_line[:, -1] > ends).any():
+                return None
         values = _decimal_columns(buffer, starts, ends, commas, self.positions)
         if values is None:
             try:
