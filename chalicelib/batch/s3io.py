@@ -32,8 +32,8 @@ logger = logging.getLogger("turnout.batch")
 _GZIP_LEVEL = 1
 # Output parts sent at once: one connection to S3 carries about 80 MB/s, the
 # output of 2M iris rows a second is about 140 MB/s. Their threads wait on the
-# network with the GIL released; memory grows by a part per thread.
-_PARTS_IN_FLIGHT = 3
+# network with the GIL released; each part on its way is memory held.
+_PARTS_IN_FLIGHT = 2
 
 _END = object()
 
