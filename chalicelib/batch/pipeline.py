@@ -16,7 +16,7 @@ from chalicelib.batch.tables.delimited import CsvTable
 from chalicelib.batch.tables.formats import CSV, JSONL
 from chalicelib.batch.tables.jsonlines import JsonLinesTable
 from chalicelib.batch.tables.records import MAX_RECORD_BYTES, RecordSplitter
-from chalicelib.batch.tables.render import Renderer, assemble, make_renderer
+from chalicelib.batch.tables.render import Renderer, make_renderer
 from chalicelib.errors import BatchFileError
 from chalicelib.predictor import Target
 
@@ -194,7 +194,7 @@ class Pipeline:
         outputs = prediction.outputs
         renderer = self.renderer or self._start_output(out, outputs)
         self._check_widths(outputs)
-        out.write(assemble(parsed.heads, renderer.suffixes(outputs, parsed.kinds)))
+        out.write(renderer.rows(parsed.heads, outputs, parsed.kinds))
         self.counts.predicted += parsed.accepted
         self.job.report_progress()
 

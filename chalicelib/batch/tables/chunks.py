@@ -4,7 +4,7 @@ inputs all at once, and the rows rejected with their reasons."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,39 @@ class Rejection:
         return json.dumps(record, ensure_ascii=False).encode() + b"\n"
 
 
+class Lines(Sequence[bytes]):
+    """The heads of a chunk whose every line is an accepted row: the chunk and
+    where its lines start and end, split into ``bytes`` only when read one by one
+    (the renderer lays whole chunks out without splitting them)."""
+
+    def __init__(self, text: bytes, starts: np.ndarray, ends: np.ndarray) -> None:
+        self.text = text
+        self.starts = starts
+        self.ends = ends
+        self._split: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return int(self.ends.size)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._lines()[index]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._lines())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return self._lines() == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def _lines(self) -> list[bytes]:
+        if self._split is None:
+            self._split = self.text.split(b"\n")[: self.ends.size]
+        return self._split
+
+
 # JSON Lines row shapes; each gets its own suffix template.
 ARRAY_ROW, OBJECT_ROW, OBJECT_ROW_PREFIXED = 0, 1, 2
 
@@ -47,7 +80,7 @@ class ParsedChunk:
     JSON row shapes; ``rows`` counts records read, ``lines`` the lines consumed.
     """
 
-    heads: list[bytes]
+    heads: Sequence[bytes]
     inputs: CheckedInputs
     rejections: list[Rejection]
     rows: int

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chalicelib.batch.tables.cells import format_cells, format_labels, quote_csv
-from chalicelib.batch.tables.chunks import ARRAY_ROW, OBJECT_ROW_PREFIXED
+from chalicelib.batch.tables.chunks import ARRAY_ROW, OBJECT_ROW_PREFIXED, Lines
 from chalicelib.batch.tables.columns import Field
 from chalicelib.batch.tables.formats import CSV
 
@@ -39,10 +39,44 @@ class Renderer:
         columns = ",".join(quote_csv(column) for column in self.csv_columns)
         return header + b"," + columns.encode() + b"\n"
 
+    def rows(
+        self,
+        heads: Sequence[bytes],
+        outputs: Mapping[str, np.ndarray],
+        kinds: np.ndarray | None,
+    ) -> bytes:
+        """Output rows: each head followed by its suffix (``suffixes``). A chunk's
+        lines (``Lines``) are laid out with their suffixes in one byte matrix."""
+        if (
+            isinstance(heads, Lines)
+            and (self.fmt == CSV or kinds is None)
+            and b"\0" not in heads.text
+        ):
+            cells, rows = self._cells(outputs)
+            suffixes = _suffix_matrix(self._template(ARRAY_ROW), cells, rows)
+            laid_out = _lay_out(heads, suffixes)
+            if laid_out is not None:
+                return laid_out
+        return assemble(heads, self.suffixes(outputs, kinds))
+
     def suffixes(
         self, outputs: Mapping[str, np.ndarray], kinds: np.ndarray | None
     ) -> list[bytes]:
         """Per row, the bytes that follow its head: cells, closing bracket, newline."""
+        cells, rows = self._cells(outputs)
+        if self.fmt == CSV or kinds is None:
+            return _render(self._template(ARRAY_ROW), cells, rows)
+        result: list[bytes] = [b""] * rows
+        for kind in np.unique(kinds).tolist():
+            where = np.flatnonzero(kinds == kind)
+            subset = [matrix[where] for matrix in cells]
+            rendered = _render(self._template(kind), subset, where.size)
+            for position, text in zip(where.tolist(), rendered, strict=True):
+                result[position] = text
+        return result
+
+    def _cells(self, outputs: Mapping[str, np.ndarray]) -> tuple[list[np.ndarray], int]:
+        """Every prediction cell, one NUL-padded matrix per column, and the rows."""
         cells: list[np.ndarray] = []
         rows = 0
         for f in self.fields:
@@ -55,16 +89,7 @@ class Renderer:
                 else format_cells(flat, self.fmt)
             ).reshape(rows, columns, -1)
             cells.extend(matrix[:, column] for column in range(columns))
-        if self.fmt == CSV or kinds is None:
-            return _render(self._template(ARRAY_ROW), cells, rows)
-        result: list[bytes] = [b""] * rows
-        for kind in np.unique(kinds).tolist():
-            where = np.flatnonzero(kinds == kind)
-            subset = [matrix[where] for matrix in cells]
-            rendered = _render(self._template(kind), subset, where.size)
-            for position, text in zip(where.tolist(), rendered, strict=True):
-                result[position] = text
-        return result
+        return cells, rows
 
     def _template(self, kind: int) -> list[bytes | int]:
         """Literal bytes and cell indices that make up one row's suffix."""
@@ -101,6 +126,16 @@ class Renderer:
 def _render(
     template: list[bytes | int], cells: list[np.ndarray], rows: int
 ) -> list[bytes]:
+    text = _suffix_matrix(template, cells, rows).tobytes()
+    if b"\0" in text:
+        text = text.replace(b"\0", b"")
+    return text.splitlines(keepends=True)
+
+
+def _suffix_matrix(
+    template: list[bytes | int], cells: list[np.ndarray], rows: int
+) -> np.ndarray:
+    """The suffixes as a NUL-padded (rows, width) matrix."""
     widths = [
         len(piece) if isinstance(piece, bytes) else cells[piece].shape[1]
         for piece in template
@@ -114,13 +149,36 @@ def _render(
         else:
             target[:] = cells[piece]
         column += width
-    text = matrix.tobytes()
-    if b"\0" in text:
-        text = text.replace(b"\0", b"")
-    return text.splitlines(keepends=True)
+    return matrix
 
 
-def assemble(heads: list[bytes], suffixes: list[bytes]) -> bytes:
+# Padding a chunk's lines to its longest costs memory: past this many times the
+# chunk's own size, its rows are joined one by one instead.
+_MAX_PADDING = 4
+
+
+def _lay_out(heads: Lines, suffixes: np.ndarray) -> bytes | None:
+    """Each line of the chunk, then its suffix, as bytes: one (rows, longest line
+    + suffix width) matrix without its NUL padding. None when the lines' lengths
+    vary too much for that to be cheap."""
+    rows, suffix_width = suffixes.shape
+    lengths = heads.ends - heads.starts
+    longest = int(lengths.max()) if rows else 0
+    size = len(heads.text) + suffixes.size
+    if rows * (longest + suffix_width) > _MAX_PADDING * size:
+        return None
+    # Row i of the windows is the text from byte i on: a row per line's start.
+    text = np.frombuffer(heads.text + bytes(longest), np.uint8)
+    windows = np.lib.stride_tricks.sliding_window_view(text, longest)
+    matrix = np.empty((rows, longest + suffix_width), np.uint8)
+    matrix[:, :longest] = windows[heads.starts]
+    matrix[:, :longest][np.arange(longest) >= lengths[:, None]] = 0
+    matrix[:, longest:] = suffixes
+    laid_out: bytes = matrix[matrix != 0].tobytes()
+    return laid_out
+
+
+def assemble(heads: Sequence[bytes], suffixes: list[bytes]) -> bytes:
     """Output rows: each head followed by its suffix."""
     parts: list[bytes] = [b""] * (2 * len(heads))
     parts[0::2] = heads
