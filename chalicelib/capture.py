@@ -38,6 +38,7 @@ import numpy as np
 
 from chalicelib.aliases.cache import AliasCache
 from chalicelib.background import BackgroundWork
+from chalicelib.capture_summary import summarise, summary_key
 from chalicelib.observe import OK, REST, Observation
 from chalicelib.traffic import sampled
 
@@ -210,6 +211,22 @@ class DataCapture:
                 )
             )
             self._on_failure(model, alias, len(group), reason)
+            return
+        # The mergeable summary a report reads instead of the records
+        # (chalicelib.capture_summary); written second, so it never counts
+        # records that are not there. Without it a report reads the records.
+        try:
+            summary = summarise(json.loads(line) for line in lines.splitlines())
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=summary_key(key),
+                Body=json.dumps(summary).encode(),
+                ContentType="application/json",
+            )
+        except Exception as error:
+            logger.warning(
+                json.dumps({"event": "summary_failed", "key": key, "error": str(error)})
+            )
 
 
 def read_capture(body: bytes) -> list[Mapping[str, Any]]:
