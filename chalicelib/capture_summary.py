@@ -169,11 +169,17 @@ def summarise(
 
 def merge(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
     """The summary of both groups of records; neither argument is changed."""
-    versions: dict[str, Any] = {}
-    for summary in (first, second):
-        for version, entry in summary.get("versions", {}).items():
-            versions[version] = _merged(versions.get(version), entry)
-    return {"format": FORMAT, "versions": versions}
+    return merge_into(merge_into({}, first), second)
+
+
+def merge_into(total: dict[str, Any], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Add ``summary`` to ``total`` in place (the cheap way to merge thousands)
+    and return ``total``; ``summary`` is not changed."""
+    total["format"] = FORMAT
+    versions = total.setdefault("versions", {})
+    for version, entry in summary.get("versions", {}).items():
+        versions[version] = _merged(versions.get(version), entry)
+    return total
 
 
 def _merged(into: Any, entry: Any) -> Any:
