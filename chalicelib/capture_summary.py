@@ -17,8 +17,8 @@ and summaries merge in any order and any grouping (an hour, a day, a week):
 - latency: log-spaced bins, 20 per decade from 0.01 ms (``latency_bin``), so a
   percentile read from them (``latency_percentile``) is within 6 % of the true one;
 - a numeric feature or a regressor's prediction: fixed bins on ``asinh(value)``,
-  16 per unit (``fixed_bin``): no quantiles, so no pass over the data first;
-  about 0.06 wide near 0 and 6 % of the value far from it. When the version's
+  64 per unit (``fixed_bin``): no quantiles, so no pass over the data first;
+  about 0.016 wide near 0 and 1.6 % of the value far from it. When the version's
   training baseline is known (``summarise(..., baselines=...)``), the baseline's
   own bins (``"baseline"``) instead, so drift is computed on exactly its bins;
 - text (a category, a class): counts per value (``"values"``), at most
@@ -40,7 +40,7 @@ FORMAT = 1
 SUMMARY_SUFFIX = ".summary.json"
 LATENCY_LOWEST_MS = 0.01
 LATENCY_BINS_PER_DECADE = 20
-FIXED_BINS_PER_UNIT = 16
+FIXED_BINS_PER_UNIT = 64
 MAX_VALUES = 100
 OTHER = "\x00other"
 # The output a classifier's predicted class is read from (see chalicelib.predictor).

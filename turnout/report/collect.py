@@ -10,10 +10,12 @@ For a model's alias and a window [since, until):
    which is time order. Each one's mergeable summary (``.summary.json``, see
    ``chalicelib.capture_summary``) gives requests, errors, latency, feature
    histograms and the prediction mix; the records themselves are read only when
-   there are labels to join (or an object has no summary). A record matches a
-   label by its ``id`` (``request_id`` in older captures) or its ``caller_id``
-   when the two times are within the join window; the earliest capture takes the
-   label, which leaves the dictionary, so it shrinks as the join proceeds.
+   there are labels to join (or an object has no summary), and then they are
+   summarised again, on the versions' baseline bins, which makes drift exact.
+   A record matches a label by its ``id`` (``request_id`` in older captures) or
+   its ``caller_id`` when the two times are within the join window; the earliest
+   capture takes the label, which leaves the dictionary, so it shrinks as the
+   join proceeds.
    Matched pairs are folded into counts at once (a confusion count per version,
    or absolute errors for a regressor): no record outlives its object.
 """
@@ -127,11 +129,10 @@ def collect(
         if key.endswith(SUMMARY_SUFFIX):
             continue
         objects += 1
-        stored = _summary(s3, bucket, key)
-        summarised = stored is not None and _inside(stored, since, until)
-        if stored is not None and summarised:
-            merge_into(summary, stored)
-            if not labels:
+        if not labels:
+            stored = _summary(s3, bucket, key)
+            if stored is not None and _inside(stored, since, until):
+                merge_into(summary, stored)
                 continue
         records = [
             record
@@ -139,8 +140,8 @@ def collect(
             if low <= _epoch(record.get("time")) < high
         ]
         records_read += len(records)
-        if not summarised:
-            merge_into(summary, summarise(records, baselines))
+        # Read anyway: counted on the baselines' own bins, drift is exact.
+        merge_into(summary, summarise(records, baselines))
         for record in records:
             _join(record, labels, labelled, shadows)
     return Collected(
