@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 START = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+# The report page's charts, in order (turnout.report.render_html).
+CHARTS = ["latency", "over-time", "prediction-mix", "drift", "shadows"]
 
 
 def capture_line(
@@ -102,3 +104,66 @@ def put_labels(
 
 def minutes(count: float) -> timedelta:
     return timedelta(minutes=count)
+
+
+def synthetic_report(features: int = 30, versions: int = 3) -> dict[str, Any]:
+    """A report with every chart drawn: ``versions`` versions of a classifier
+    with ``features`` numeric features, each with a baseline, labels over six
+    hours, and a shadow; built without S3."""
+    import numpy as np
+
+    from chalicelib.evidence.baseline import compute_baseline
+    from turnout.report.collect import Collected, Labelled, ShadowPairs
+    from turnout.report.figures import build_report
+
+    random = np.random.default_rng(3)
+    names = [f"float_input_{index}" for index in range(features)]
+    baselines = {}
+    records = []
+    for version in range(1, versions + 1):
+        training = random.normal(0, 1, (500, features))
+        baselines[str(version)] = compute_baseline(
+            training, names, ["numeric"] * features, labels=random.integers(0, 3, 500)
+        )
+        shift = 0.4 * (version - 1)
+        for index in range(300):
+            at = START + minutes(index)
+            row = (random.normal(shift, 1, features)).round(3).tolist()
+            records.append(
+                capture_line(
+                    f"{version}-{index}",
+                    version,
+                    at,
+                    [row],
+                    [int(random.integers(0, 3))],
+                    latency_ms=float(random.lognormal(2 + version / 3, 0.4)),
+                )
+            )
+    summary = summarise(records, baselines)
+    labelled = {}
+    for version in range(1, versions + 1):
+        entry = Labelled()
+        accuracy = 0.6 + 0.1 * version
+        for hour in range(6):
+            right = int(40 * accuracy)
+            entry.pairs[("0", "0")] += right
+            entry.pairs[("1", "0")] += 40 - right
+            entry.hours[f"2026-01-05T{10 + hour:02d}"] = [right, 40, 0.0]
+            entry.requests += 40
+            entry.rows += 40
+        labelled[str(version)] = entry
+    shadow = ShadowPairs()
+    shadow.triples[("0", "0", "0")] = 80
+    shadow.triples[("0", "1", "0")] = 15
+    shadow.triples[("1", "0", "0")] = 5
+    collected = Collected(summary, labelled, {("1", "2"): shadow}, 720, 3, 10, 900)
+    weights = {str(version): 100.0 / versions for version in range(1, versions + 1)}
+    return build_report(
+        collected,
+        model="iris",
+        alias="prod",
+        since=START,
+        until=START + timedelta(hours=6),
+        weights=weights,
+        baselines=baselines,
+    )
