@@ -34,6 +34,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from chalicelib.evidence.baseline import Baseline, CategoricalSummary, NumericSummary
 
 FORMAT = 1
@@ -134,13 +136,27 @@ def summarise(
     ``baselines`` maps a version (text) to its training baseline: that version's
     features known to it are counted on its bins.
     """
-    versions: dict[str, dict[str, Any]] = {}
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
     for record in records:
-        version = str(record.get("version"))
-        entry = versions.get(version)
-        if entry is None:
-            entry = versions[version] = _empty_version()
-        entry["requests"] += 1
+        grouped.setdefault(str(record.get("version")), []).append(record)
+    return {
+        "format": FORMAT,
+        "versions": {
+            version: _summarise_version(group, (baselines or {}).get(version))
+            for version, group in grouped.items()
+        },
+    }
+
+
+def _summarise_version(
+    records: Sequence[Mapping[str, Any]], baseline: Baseline | None
+) -> dict[str, Any]:
+    """One version's records, counted column by column (numpy does the binning)."""
+    entry = _empty_version()
+    entry["requests"] = len(records)
+    columns: dict[str, list[Any]] = {}
+    predictions: list[Any] = []
+    for record in records:
         if record.get("error"):
             entry["errors"] += 1
         latency = record.get("latency_ms")
@@ -149,22 +165,24 @@ def summarise(
         hour = str(record.get("time", ""))[:13]
         if hour:
             _add(entry["hours"], hour)
-        baseline = (baselines or {}).get(version)
-        columns = record_features(record)
-        entry["rows"] += max((len(values) for values in columns.values()), default=0)
-        for name, values in columns.items():
-            bins = entry["features"].setdefault(name, {})
-            _count_values(bins, values, _known(baseline, name))
-        predictions = record_predictions(record)
-        if predictions:
-            known = baseline.label if baseline is not None else None
-            if known is None and all(
-                isinstance(value, (int, str)) for value in predictions
-            ):
-                # Whole numbers out of a model are classes, not measurements.
-                known = CategoricalSummary(PREDICTION, 0, 0, (), (), 0)
-            _count_values(entry["predictions"], predictions, known)
-    return {"format": FORMAT, "versions": versions}
+        features = record_features(record)
+        entry["rows"] += max((len(values) for values in features.values()), default=0)
+        for name, values in features.items():
+            columns.setdefault(name, []).extend(values)
+        predictions.extend(record_predictions(record))
+    for name, values in columns.items():
+        _count_values(
+            entry["features"].setdefault(name, {}), values, _known(baseline, name)
+        )
+    if predictions:
+        known = baseline.label if baseline is not None else None
+        if known is None and all(
+            isinstance(value, (int, str)) for value in predictions
+        ):
+            # Whole numbers out of a model are classes, not measurements.
+            known = CategoricalSummary(PREDICTION, 0, 0, (), (), 0)
+        _count_values(entry["predictions"], predictions, known)
+    return entry
 
 
 def merge(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
@@ -227,15 +245,26 @@ def _count_values(
     known: NumericSummary | CategoricalSummary | None,
 ) -> None:
     present = [value for value in values if value is not None]
-    if isinstance(known, NumericSummary) and all(
-        isinstance(value, (int, float)) for value in present
-    ):
-        counts = known.bin_counts([float(value) for value in present])
+    numeric = all(
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+        for value in present
+    )
+    if isinstance(known, NumericSummary) and numeric:
+        counts = known.bin_counts(np.asarray(present, dtype=np.float64))
         target = bins.setdefault("baseline", {})
         for index, count in enumerate(counts.tolist()):
             if count:
                 _add(target, str(index), count)
         return
+    if numeric and not isinstance(known, CategoricalSummary) and present:
+        numbers = np.asarray(present, dtype=np.float64)
+        finite = np.isfinite(numbers)
+        indexes = np.floor(np.arcsinh(numbers[finite]) * FIXED_BINS_PER_UNIT)
+        found, counts = np.unique(indexes.astype(np.int64), return_counts=True)
+        target = bins.setdefault("fixed", {})
+        for index, count in zip(found.tolist(), counts.tolist(), strict=True):
+            _add(target, str(index), count)
+        present = numbers[~finite].tolist()
     for value in present:
         if (
             isinstance(value, (int, float))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,7 @@ def capture_line(
 def put_capture(
     s3: S3Client,
     bucket: str,
-    records: list[Mapping[str, Any]],
+    records: Sequence[Mapping[str, Any]],
     name: str,
     *,
     with_summary: bool = True,
