@@ -273,3 +273,36 @@ def test_the_text_report_aligns_its_columns(crafted: S3Client) -> None:
     )
     header, first, second = render_text(found).splitlines()[2:5]
     assert len(header) == len(first) == len(second)
+
+
+def test_without_labels_only_the_summaries_are_read(
+    s3: S3Client, demo_registry: Registry, aliases: AliasStore
+) -> None:
+    aliases.set_routing("iris", "prod", {1: 50, 2: 50}, actor="tests")
+    s3.create_bucket(Bucket=CAPTURE_BUCKET)
+    for part in range(3):
+        records = [
+            capture_line(f"{part}-{index}", 1 + index % 2, START, [row(index)], [0])
+            for index in range(40)
+        ]
+        put_capture(s3, CAPTURE_BUCKET, records, f"p{part}", with_summary=part != 1)
+    found = compute_report(
+        s3,
+        model_bucket=MODEL_BUCKET,
+        capture_bucket=CAPTURE_BUCKET,
+        model="iris",
+        alias="prod",
+        since=SINCE,
+        until=UNTIL,
+    )
+    assert found["read"] == {"capture_objects": 3, "records": 40}
+    assert [entry["requests"] for entry in found["versions"]] == [60, 60]
+    assert [entry["labelled"] for entry in found["versions"]] == [0, 0]
+    assert found["versions"][0]["accuracy"] == {
+        "value": None,
+        "low": None,
+        "high": None,
+    }
+    assert found["comparisons"][0]["verdict"] == (
+        "not enough evidence yet: version 2 has no labelled requests"
+    )

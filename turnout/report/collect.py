@@ -22,12 +22,15 @@ For a model's alias and a window [since, until):
 
 from __future__ import annotations
 
+import functools
 import gzip
+import itertools
 import json
 import math
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -52,6 +55,7 @@ JOIN_WINDOW = timedelta(days=7)
 # Capture objects are filed under the hour of their first request and written
 # within a flush interval of it: start listing an hour early.
 CAPTURE_LEAD = timedelta(hours=1)
+SUMMARY_READERS = 16
 
 
 @dataclass
@@ -125,15 +129,19 @@ def collect(
     objects = records_read = 0
     low, high = since.timestamp(), until.timestamp()
     prefix = f"{CAPTURE_PREFIX}{model}/{alias}/"
-    for key in keys_between(s3, bucket, prefix, since - CAPTURE_LEAD, until):
-        if key.endswith(SUMMARY_SUFFIX):
-            continue
+    keys = (
+        key
+        for key in keys_between(s3, bucket, prefix, since - CAPTURE_LEAD, until)
+        if not key.endswith(SUMMARY_SUFFIX)
+    )
+    # Without labels to join, the summaries are all there is to read: fetched
+    # SUMMARY_READERS at a time, as S3 serves small objects best in parallel.
+    found = ((key, None) for key in keys) if labels else _summaries(s3, bucket, keys)
+    for key, stored in found:
         objects += 1
-        if not labels:
-            stored = _summary(s3, bucket, key)
-            if stored is not None and _inside(stored, since, until):
-                merge_into(summary, stored)
-                continue
+        if stored is not None and _inside(stored, since, until):
+            merge_into(summary, stored)
+            continue
         records = [
             record
             for record in (json.loads(line) for line in _lines(s3, bucket, key))
@@ -238,6 +246,17 @@ def _inside(summary: Mapping[str, Any], since: datetime, until: datetime) -> boo
             if moment < since or moment + timedelta(hours=1) > until:
                 return False
     return True
+
+
+def _summaries(
+    s3: S3Client, bucket: str, keys: Iterable[str]
+) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """Each capture object's key and summary (None: it has none), in order, with
+    at most a few chunks of summaries in memory."""
+    with ThreadPoolExecutor(SUMMARY_READERS) as pool:
+        for chunk in itertools.batched(keys, 4 * SUMMARY_READERS):
+            read = pool.map(functools.partial(_summary, s3, bucket), chunk)
+            yield from zip(chunk, read, strict=True)
 
 
 def _summary(s3: S3Client, bucket: str, key: str) -> dict[str, Any] | None:

@@ -145,7 +145,7 @@ def _version(
         "prediction_mix": _prediction_mix(entry["predictions"] if entry else {}),
     }
     if kind == CLASSIFIER:
-        result["accuracy"] = _nulls(wilson_interval(0, 0).to_json())
+        result["accuracy"] = {"value": None, "low": None, "high": None}
         if labelled and labelled.rows:
             truth, predicted = _expanded(labelled)
             scores = classification_scores(truth, predicted)
