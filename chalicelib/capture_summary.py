@@ -31,6 +31,7 @@ answered requests, so ``errors`` counts records that carry an ``error``.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -63,6 +64,19 @@ def latency_bin(milliseconds: float) -> int:
         return 0
     decades = math.log10(milliseconds / LATENCY_LOWEST_MS)
     return 1 + int(decades * LATENCY_BINS_PER_DECADE)
+
+
+def _latency_counts(latencies: Sequence[float]) -> Counts:
+    """The latency sketch of many latencies at once (``latency_bin`` of each)."""
+    milliseconds = np.asarray(latencies, dtype=np.float64)
+    above = milliseconds > LATENCY_LOWEST_MS
+    bins = np.zeros(milliseconds.size, dtype=np.int64)
+    decades = np.log10(milliseconds[above] / LATENCY_LOWEST_MS)
+    bins[above] = 1 + (decades * LATENCY_BINS_PER_DECADE).astype(np.int64)
+    found, counts = np.unique(bins, return_counts=True)
+    return {
+        str(b): int(c) for b, c in zip(found.tolist(), counts.tolist(), strict=True)
+    }
 
 
 def latency_bin_value(index: int) -> float:
@@ -156,20 +170,25 @@ def _summarise_version(
     entry["requests"] = len(records)
     columns: dict[str, list[Any]] = {}
     predictions: list[Any] = []
+    latencies: list[float] = []
+    hours: Counter[str] = Counter()
     for record in records:
         if record.get("error"):
             entry["errors"] += 1
         latency = record.get("latency_ms")
         if isinstance(latency, (int, float)):
-            _add(entry["latency"], str(latency_bin(float(latency))))
-        hour = str(record.get("time", ""))[:13]
-        if hour:
-            _add(entry["hours"], hour)
+            latencies.append(latency)
+        hours[str(record.get("time", ""))[:13]] += 1
         features = record_features(record)
-        entry["rows"] += max((len(values) for values in features.values()), default=0)
+        entry["rows"] += max(map(len, features.values()), default=0)
         for name, values in features.items():
-            columns.setdefault(name, []).extend(values)
+            if name in columns:
+                columns[name].extend(values)
+            else:
+                columns[name] = list(values)
         predictions.extend(record_predictions(record))
+    entry["hours"] = {hour: count for hour, count in hours.items() if hour}
+    entry["latency"] = _latency_counts(latencies)
     for name, values in columns.items():
         _count_values(
             entry["features"].setdefault(name, {}), values, _known(baseline, name)

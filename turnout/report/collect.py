@@ -56,6 +56,10 @@ JOIN_WINDOW = timedelta(days=7)
 # within a flush interval of it: start listing an hour early.
 CAPTURE_LEAD = timedelta(hours=1)
 SUMMARY_READERS = 16
+JOIN_SECONDS = JOIN_WINDOW.total_seconds()
+# A label names a capture by Turnout's id (``request_id`` in older captures)
+# or by the caller's own.
+IDENTITIES = ("id", "request_id", "caller_id")
 
 
 @dataclass
@@ -142,16 +146,18 @@ def collect(
         if stored is not None and _inside(stored, since, until):
             merge_into(summary, stored)
             continue
-        records = [
-            record
-            for record in (json.loads(line) for line in _lines(s3, bucket, key))
-            if low <= _epoch(record.get("time")) < high
-        ]
+        records, times = [], []
+        for line in _lines(s3, bucket, key):
+            record = json.loads(line)
+            at = _epoch(record.get("time"))
+            if low <= at < high:
+                records.append(record)
+                times.append(at)
         records_read += len(records)
         # Read anyway: counted on the baselines' own bins, drift is exact.
         merge_into(summary, summarise(records, baselines))
-        for record in records:
-            _join(record, labels, labelled, shadows)
+        for record, at in zip(records, times, strict=True):
+            _join(record, at, labels, labelled, shadows)
     return Collected(
         summary,
         labelled,
@@ -182,22 +188,24 @@ def keys_between(
 
 def _join(
     record: Mapping[str, Any],
+    at: float,
     labels: dict[str, tuple[Any, float]],
     labelled: dict[str, Labelled],
     shadows: dict[tuple[str, str], ShadowPairs],
 ) -> None:
-    version = str(record.get("version"))
-    at = _epoch(record.get("time"))
     truth: list[Any] | None = None
-    for name in ("id", "request_id", "caller_id"):
+    for name in IDENTITIES:
         identity = record.get(name)
         found = labels.get(identity) if isinstance(identity, str) else None
-        if found is not None and abs(found[1] - at) <= JOIN_WINDOW.total_seconds():
+        if found is not None and abs(found[1] - at) <= JOIN_SECONDS:
             del labels[identity]  # type: ignore[arg-type]
             truth = found[0] if isinstance(found[0], list) else [found[0]]
             break
-    predictions = record_predictions(record)
     shadow = record.get("shadow")
+    if truth is None and shadow is None:
+        return
+    version = str(record.get("version"))
+    predictions = record_predictions(record)
     if isinstance(shadow, Mapping):
         shadowed = record_predictions(shadow)
         pairs = shadows.setdefault((version, str(shadow.get("version"))), ShadowPairs())

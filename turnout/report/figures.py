@@ -32,7 +32,7 @@ from chalicelib.capture_summary import (
     latency_percentile,
 )
 from chalicelib.evidence.baseline import Baseline, CategoricalSummary, FeatureSummary
-from chalicelib.evidence.drift import binned_drift, output_drift
+from chalicelib.evidence.drift import binned_drift
 from chalicelib.evidence.scores import (
     classification_scores,
     regression_scores,
@@ -260,14 +260,21 @@ def _drift(
                     | {"feature": "prediction"}
                 )
         if kind == CLASSIFIER and name != control and control in counted:
-            reference = _repeated(counted[control]["predictions"].get("values", {}))
-            current = _repeated(entry["predictions"].get("values", {}))
-            if reference.size and current.size:
-                found = output_drift(reference, current)
+            reference = counted[control]["predictions"].get("values", {})
+            if reference:
+                classes = tuple(sorted(reference))
+                summary = CategoricalSummary(
+                    "prediction",
+                    sum(reference.values()),
+                    0,
+                    classes,
+                    tuple(reference[value] for value in classes),
+                    0,
+                )
                 rows.append(
-                    {"version": name, "against": f"version {control}"}
-                    | found.to_json()
-                    | {"feature": "prediction"}
+                    _drift_row(
+                        name, summary, entry["predictions"], f"version {control}"
+                    )
                 )
     return rows
 
@@ -309,10 +316,6 @@ def _on_baseline_bins(
         if math.isfinite(number):
             counts[int(np.searchsorted(inner, number, side="right"))] += count
     return counts
-
-
-def _repeated(counts: Mapping[str, int]) -> np.ndarray:
-    return np.repeat(np.array(list(counts), dtype=str), list(counts.values()))
 
 
 def _shadows(collected: Collected) -> list[dict[str, Any]]:
