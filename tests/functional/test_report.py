@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -306,3 +308,20 @@ def test_without_labels_only_the_summaries_are_read(
     assert found["comparisons"][0]["verdict"] == (
         "not enough evidence yet: version 2 has no labelled requests"
     )
+
+
+def test_registered_in_a_group_it_uses_the_groups_session(crafted: S3Client) -> None:
+    """As ``turnout.cli.main`` registers it: ``cli.add_command(report)``."""
+
+    @click.group()
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def group(context: click.Context, as_json: bool) -> None:
+        context.obj = SimpleNamespace(s3=crafted, bucket=MODEL_BUCKET, as_json=as_json)
+
+    group.add_command(report)
+    arguments = ["--json", "report", "iris", "--since", SINCE.isoformat()]
+    arguments += ["--until", UNTIL.isoformat(), "--capture-bucket", CAPTURE_BUCKET]
+    result = CliRunner().invoke(group, arguments)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["versions"][1]["labelled"] == 200

@@ -1,8 +1,10 @@
 """``turnout report NAME``: compare an alias's versions on the evidence captured.
 
-Standalone until ``turnout.cli.main`` registers it (``cli.add_command(report)``):
-it uses the group's session (``ctx.obj``: its ``s3`` client and model ``bucket``)
-when there is one, else ``TURNOUT_MODEL_BUCKET`` and ``AWS_ENDPOINT_URL``.
+A command of its own, registered by ``turnout.cli.main`` with
+``cli.add_command(report)``: it uses the group's session (``ctx.obj``: its
+``s3`` client, model ``bucket`` and ``as_json``) when there is one, else
+``TURNOUT_MODEL_BUCKET`` and ``AWS_ENDPOINT_URL``. The report's modules are
+imported when it runs, so other commands do not pay for them.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ def report(
     from turnout.report.render_json import render_json
     from turnout.report.render_text import render_text
 
+    # ``turnout --json report`` (the group's flag) means the same as ``--json``.
+    as_json = as_json or bool(getattr(context.find_root().obj, "as_json", False))
     now = utc_now()
     start = parse_moment(since, now)
     end = now if until is None else parse_moment(until, now)
