@@ -10,8 +10,9 @@ For a model's alias and a window [since, until):
    which is time order. Each one's mergeable summary (``.summary.json``, see
    ``chalicelib.capture_summary``) gives requests, errors, latency, feature
    histograms and the prediction mix; the records themselves are read only when
-   there are labels to join (or an object has no summary), and then they are
-   summarised again, on the versions' baseline bins, which makes drift exact.
+   there are labels to join (or an object has no summary, and then they are
+   summarised on the versions' baseline bins, which makes drift exact), and
+   only the lines that name a label are decoded.
    A record matches a label by its ``id`` (``request_id`` in older captures) or
    its ``caller_id`` when the two times are within the join window; the earliest
    capture takes the label, which leaves the dictionary, so it shrinks as the
@@ -60,6 +61,8 @@ JOIN_SECONDS = JOIN_WINDOW.total_seconds()
 # A label names a capture by Turnout's id (``request_id`` in older captures)
 # or by the caller's own.
 IDENTITIES = ("id", "request_id", "caller_id")
+IDENTITY_MARKS = tuple(f'"{name}": "'.encode() for name in IDENTITIES)
+SHADOW_MARK = b'"shadow":'
 
 
 @dataclass
@@ -138,24 +141,29 @@ def collect(
         for key in keys_between(s3, bucket, prefix, since - CAPTURE_LEAD, until)
         if not key.endswith(SUMMARY_SUFFIX)
     )
-    # Without labels to join, the summaries are all there is to read: fetched
-    # SUMMARY_READERS at a time, as S3 serves small objects best in parallel.
-    found = ((key, None) for key in keys) if labels else _summaries(s3, bucket, keys)
-    for key, stored in found:
+    # Summaries fetched SUMMARY_READERS at a time, as S3 serves small objects
+    # best in parallel; without labels to join they are all there is to read.
+    for key, stored in _summaries(s3, bucket, keys):
         objects += 1
-        if stored is not None and _inside(stored, since, until):
+        summarised = stored is not None and _inside(stored, since, until)
+        if stored is not None and summarised:
             merge_into(summary, stored)
-            continue
+            if not labels:
+                continue
         records, times = [], []
         for line in _lines(s3, bucket, key):
+            # A summarised object's records are read for the join alone: a
+            # record no label names is skipped before it is decoded.
+            if summarised and not _may_join(line, labels):
+                continue
             record = json.loads(line)
             at = _epoch(record.get("time"))
             if low <= at < high:
                 records.append(record)
                 times.append(at)
         records_read += len(records)
-        # Read anyway: counted on the baselines' own bins, drift is exact.
-        merge_into(summary, summarise(records, baselines))
+        if not summarised:
+            merge_into(summary, summarise(records, baselines))
         for record, at in zip(records, times, strict=True):
             _join(record, at, labels, labelled, shadows)
     return Collected(
@@ -232,6 +240,23 @@ def _join(
             entry.numeric = False
         hour[0] += float(str(label) == str(prediction))
         hour[1] += 1
+
+
+def _may_join(line: bytes, labels: Mapping[str, object]) -> bool:
+    """Whether a capture line (as capture writes it) may name a label or carry a
+    shadow's answer, found without decoding it; True when unsure."""
+    if SHADOW_MARK in line:
+        return True
+    for mark in IDENTITY_MARKS:
+        start = line.find(mark)
+        if start < 0:
+            continue
+        start += len(mark)
+        end = line.find(b'"', start)
+        identity = line[start:end]
+        if end < 0 or b"\\" in identity or identity.decode() in labels:
+            return True
+    return False
 
 
 def _number(value: Any) -> bool:
