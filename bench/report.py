@@ -5,11 +5,11 @@ Everything lives on a moto server in its own process (its memory is not ours):
 
 - **Raw**: iris@prod split 1=50 2=50, both versions with a training baseline;
   1,000,000 captured requests in 100 capture objects of 10,000 (four features,
-  the predicted class) and 500,000 labels (every other request, a fifth of them
-  by the caller's own id) in 10 feedback objects. The report merges the summaries and
-  streams the records for the join, decoding only the lines a label names. The floor, in the same
-  run: a bare loop that downloads and gunzips the same objects and counts their
-  lines, nothing else.
+  the predicted class), each with its summary as capture writes it, and 500,000
+  labels (every other request, a fifth of them by the caller's own id) in 10
+  feedback objects. The report merges the summaries and streams the records for
+  the join, decoding only the lines a label names. The floor, in the same run: a
+  bare loop that downloads and gunzips the same objects and counts their lines.
 - **Summaries**: iris@day, a day at 1,000 requests/s (86.4M requests) captured in
   objects of 10,000 requests (one per 10 s, 8,640 of them), each with its
   ``.summary.json``; no labels, so the report reads the summaries only.
