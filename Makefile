@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-fast lint dev models bench bench-rest bench-batch bench-fanout bench-package package deploy clean
+.PHONY: test test-fast lint dev models bench bench-rest bench-batch bench-fanout bench-package package deploy clean bench-report demo-traffic
 
 # The one gate, the same in CI. pytest prints each test file as it starts and a
 # running count; the 15 slowest tests are listed at the end.
@@ -37,7 +37,7 @@ deploy: package  ## chalice deploy --stage $(STAGE), with the trimmed layer (< 5
 models: $(STAMP)  ## rebuild the demo ONNX models in models/
 	$(PY) -m models.build
 
-bench: bench-rest bench-batch bench-fanout bench-package
+bench: bench-rest bench-batch bench-fanout bench-package bench-report
 
 bench-rest: $(STAMP)
 	$(PY) -m bench.rest
@@ -50,6 +50,12 @@ bench-batch: $(STAMP)
 
 bench-fanout: $(STAMP)  ## a file in one invocation against 1 and 2 shard workers
 	$(PY) -m bench.fanout
+
+bench-report: $(STAMP)  ## turnout report over 1M requests and 500k labels; a day from summaries
+	$(PY) -m bench.report
+
+demo-traffic: $(STAMP)  ## with make dev running: iris traffic and labels, then turnout report iris
+	$(PY) -m tools.demo_traffic
 
 # The venv is rebuilt when it was made by an interpreter older than 3.12.
 $(PY):

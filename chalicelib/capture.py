@@ -20,6 +20,8 @@ parts kept (inputs, outputs). Labels join captured requests by either id
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,12 +32,15 @@ import numpy as np
 
 from chalicelib.aliases.cache import AliasCache
 from chalicelib.background import BackgroundWork
+from chalicelib.capture_summary import summarise, summary_key
 from chalicelib.observe import OK, REST, Observation
 from chalicelib.record_buffer import Group, RecordBuffer, read_records
 from chalicelib.traffic import sampled
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+logger = logging.getLogger("turnout.capture")
 
 CAPTURE_PREFIX = "capture/"
 
@@ -122,6 +127,8 @@ class DataCapture:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._aliases = aliases
+        self._s3 = s3
+        self._bucket = bucket
         self._draw = draw
         self._wall_clock = wall_clock
         self._buffer = RecordBuffer[Captured](
@@ -136,11 +143,30 @@ class DataCapture:
                 group[0], group[1], records, error
             ),
             on_late=lambda group, records: on_late(group[0], group[1], records),
+            on_written=self._write_summary,
             flush_records=flush_records,
             flush_seconds=flush_seconds,
             wall_clock=wall_clock,
             clock=clock,
         )
+
+    def _write_summary(self, key: str, lines: str) -> None:
+        """Write the mergeable summary a report reads instead of the records
+        (``chalicelib.capture_summary``) next to the object at ``key``: second,
+        so it never counts records that are not there; without it a report
+        reads the records. A refused summary is logged, never raised."""
+        try:
+            summary = summarise(json.loads(line) for line in lines.splitlines())
+            self._s3.put_object(
+                Bucket=self._bucket,
+                Key=summary_key(key),
+                Body=json.dumps(summary).encode(),
+                ContentType="application/json",
+            )
+        except Exception as error:
+            logger.warning(
+                json.dumps({"event": "summary_failed", "key": key, "error": str(error)})
+            )
 
     def observe(self, observation: Observation) -> None:
         """Keep an answered request if its alias captures and the draw says so."""

@@ -113,6 +113,27 @@ def feature_drift(
         current_counts = summary.bin_counts(current)
     else:
         current_counts = summary.bucket_counts(current)
+    return binned_drift(
+        summary,
+        current_counts,
+        thresholds,
+        raw=None if reference is None else (reference, current),
+    )
+
+
+def binned_drift(
+    summary: FeatureSummary,
+    current_counts: npt.ArrayLike,
+    thresholds: DriftThresholds = DEFAULT_THRESHOLDS,
+    *,
+    raw: tuple[Column, Column] | None = None,
+) -> FeatureDrift:
+    """The drift of a feature already counted on its summary's bins (numbers) or
+    values and "other" (categories), as a mergeable capture summary holds it.
+
+    ``raw`` (the reference and current values) allows the KS test for numbers.
+    """
+    current_counts = np.asarray(current_counts, dtype=np.int64)
     reference_counts = np.asarray(summary.counts, dtype=np.int64)
     if isinstance(summary, CategoricalSummary):
         reference_counts = np.append(reference_counts, summary.other)
@@ -138,9 +159,9 @@ def feature_drift(
             statistic = jensen_shannon(reference_counts, current_counts)
         drifted = statistic >= thresholds.distance
     else:
-        if isinstance(summary, NumericSummary) and reference is not None:
+        if isinstance(summary, NumericSummary) and raw is not None:
             method = "ks"
-            statistic, p_value = ks_two_sample(reference, current)
+            statistic, p_value = ks_two_sample(*raw)
         else:
             method = "chi-square"
             statistic, p_value, _ = chi_square_homogeneity(

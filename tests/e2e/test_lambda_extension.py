@@ -226,7 +226,7 @@ def test_the_response_is_posted_and_the_extension_asks_for_next_only_after_the_w
     listing = dev_stack.s3.list_objects_v2(
         Bucket=CAPTURE_BUCKET, Prefix="capture/iris/lambda/"
     )["Contents"]
-    (item,) = listing
+    (item,) = [item for item in listing if item["Key"].endswith(".jsonl.gz")]
     body = dev_stack.s3.get_object(Bucket=CAPTURE_BUCKET, Key=item["Key"])["Body"]
     assert [record["request_id"] for record in read_capture(body.read())] == [
         request_id
@@ -255,12 +255,15 @@ def start_runtime(
 
 
 def captured_ids(dev_stack: DevStack, alias: str) -> list[list[str]]:
-    """The request ids of each capture object of ``alias``, oldest first."""
+    """The request ids of each capture object of ``alias`` (its summaries left
+    out), oldest first."""
     listing = dev_stack.s3.list_objects_v2(
         Bucket=CAPTURE_BUCKET, Prefix=f"capture/iris/{alias}/"
     ).get("Contents", [])
     objects = []
     for item in sorted(listing, key=lambda item: item["Key"]):
+        if not item["Key"].endswith(".jsonl.gz"):
+            continue
         body = dev_stack.s3.get_object(Bucket=CAPTURE_BUCKET, Key=item["Key"])
         objects.append([r["request_id"] for r in read_capture(body["Body"].read())])
     return sorted(objects, key=len)

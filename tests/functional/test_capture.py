@@ -181,6 +181,7 @@ def captured(s3: S3Client) -> dict[str, list[dict[str, Any]]]:
             )
         ]
         for item in listing
+        if item["Key"].endswith(".jsonl.gz")
     }
 
 

@@ -41,7 +41,8 @@ def client(request: pytest.FixtureRequest, s3: S3Client) -> Iterator[Client]:
 
 
 def stored(s3: S3Client, prefix: str) -> dict[str, list[dict[str, Any]]]:
-    """Every object's records under ``prefix`` once the buffers are written."""
+    """Every records object's records under ``prefix`` once the buffers are
+    written (the summaries written next to capture objects left out)."""
     wiring.container().flush_evidence()
     wiring.container().wait_for_background_work()
     listing = s3.list_objects_v2(Bucket=CAPTURE_BUCKET, Prefix=prefix)
@@ -53,6 +54,7 @@ def stored(s3: S3Client, prefix: str) -> dict[str, list[dict[str, Any]]]:
             )
         ]
         for item in listing.get("Contents", [])
+        if item["Key"].endswith(".jsonl.gz")
     }
 
 

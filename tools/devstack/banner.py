@@ -74,6 +74,10 @@ def banner(stack: DevStack) -> str:
         "  turnout batch submit /tmp/iris.csv iris --wait",
         f"  aws s3 cp /tmp/iris.csv s3://{batch}/{upload}   # or with the AWS CLI",
         f"  aws s3 ls --recursive s3://{batch}/outgoing/",
+        "",
+        "Compare versions on evidence (docs/evidence.md), from another shell:",
+        "  make demo-traffic            # iris traffic and labels, version 2 better",
+        "  turnout report iris --since 1h --html /tmp/report.html",
     ]
     return "\n".join(lines)
 

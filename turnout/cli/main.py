@@ -275,6 +275,8 @@ from turnout.cli import (  # noqa: E402, F401
     publish,
     registry,
 )
+from turnout.cli.report import report  # noqa: E402
 from turnout.cli.rollout import rollout  # noqa: E402
 
+cli.add_command(report)
 cli.add_command(rollout)
