@@ -31,6 +31,7 @@ from chalicelib.errors import (
     InvalidInputError,
     InvalidModelError,
     InvalidNameError,
+    ModelDoesNotFitError,
     ModelExecutionError,
     ModelIntegrityError,
     ModelTooLargeError,
@@ -82,6 +83,8 @@ ERROR_STATUS: tuple[tuple[type[TurnoutError], int], ...] = (
     (ModelExecutionError, 500),
     # A version whose artifact fails its check: unavailable, the others still serve.
     (ModelIntegrityError, 503),
+    # A version too large for this function's /tmp or memory: the others serve.
+    (ModelDoesNotFitError, 503),
 )
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib import extension
 from chalicelib.aliases.cache import AliasCache
 from chalicelib.background import BackgroundWork
-from chalicelib.config import Settings
+from chalicelib.config import Settings, function_memory_bytes
 from chalicelib.emf import MetricsLog
 from chalicelib.observe import Observer, Observers
 from chalicelib.predictor import Predictor
@@ -173,11 +173,12 @@ class Container:
             ),
             ManifestCache(registry, settings.manifest_cache_seconds, clock=self.clock),
             ModelCache(
-                registry.fetch_artifact,
-                ArtifactFiles(
-                    settings.model_cache_dir, settings.model_file_cache_bytes
-                ),
+                registry.open_artifact,
+                ArtifactFiles(settings.model_cache_dir, settings.file_cache_bytes),
                 settings.session_cache_bytes,
+                fetch_data_file=registry.open_data_file,
+                tmp_bytes=settings.tmp_bytes,
+                memory_bytes=function_memory_bytes(),
                 threads=settings.session_threads,
                 failure_seconds=settings.integrity_failure_seconds,
                 clock=self.clock,

@@ -55,6 +55,21 @@ class Signature:
 
 
 @dataclass(frozen=True)
+class DataFile:
+    """An external data file of a model (ONNX external data), stored beside it."""
+
+    name: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataFile:
+        return cls(
+            name=str(data["name"]), sha256=str(data["sha256"]), size=int(data["size"])
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Written last when a version is registered: its presence commits the version."""
 
@@ -71,6 +86,14 @@ class Manifest:
     producer: dict[str, str] = field(default_factory=dict)
     ir_version: int = 0
     format: int = MANIFEST_FORMAT
+    # The external data files model.onnx references (models over protobuf's
+    # 2 GB); ``sha256`` and ``size`` above are model.onnx's own.
+    data_files: tuple[DataFile, ...] = ()
+
+    @property
+    def total_size(self) -> int:
+        """Bytes of model.onnx and its external data files together."""
+        return self.size + sum(data_file.size for data_file in self.data_files)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -86,6 +109,8 @@ class Manifest:
         data["inputs"] = [spec.to_dict() for spec in self.inputs]
         data["outputs"] = [spec.to_dict() for spec in self.outputs]
         data["labels"] = list(self.labels) if self.labels is not None else None
+        if not self.data_files:
+            del data["data_files"]  # manifests of single-file models stay as they were
         return data
 
     @classmethod
@@ -108,6 +133,7 @@ class Manifest:
             producer={str(k): str(v) for k, v in data.get("producer", {}).items()},
             ir_version=int(data.get("ir_version", 0)),
             format=int(data.get("format", MANIFEST_FORMAT)),
+            data_files=tuple(DataFile.from_dict(d) for d in data.get("data_files", [])),
         )
 
 
