@@ -98,8 +98,58 @@ class Registry:
         load or whose external data files are not exactly those given
         (InvalidModelError), labels that do not fit the model (InvalidLabelsError).
         """
+        return self._register(
+            name,
+            data,
+            None,
+            dict(data_files or {}),
+            description=description,
+            tags=tags,
+            labels=labels,
+        )
+
+    def register_file(
+        self,
+        name: str,
+        path: str,
+        *,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        labels: list[str] | None = None,
+    ) -> Manifest:
+        """``register`` the ONNX file at ``path``, with the external data files it
+        references read from beside it (where onnxruntime itself looks), loaded
+        from there to be inspected."""
+        with open(path, "rb") as file:
+            data = file.read()
+        folder = os.path.dirname(os.path.abspath(path))
+        return self._register(
+            name,
+            data,
+            path,
+            {
+                location: os.path.join(folder, location)
+                for location in external_data_locations(data)
+            },
+            description=description,
+            tags=tags,
+            labels=labels,
+        )
+
+    def _register(
+        self,
+        name: str,
+        data: bytes,
+        path: str | None,
+        data_files: dict[str, str],
+        *,
+        description: str,
+        tags: dict[str, str] | None,
+        labels: list[str] | None,
+    ) -> Manifest:
+        """``register``; ``path``, when given, is a file holding ``data`` with the
+        data files beside it, which onnxruntime loads instead of ``data``."""
         validate_model_name(name)
-        data_files = dict(data_files or {})
         _check_data_files(external_data_locations(data), data_files)
         sizes = {
             file_name: os.path.getsize(path) for file_name, path in data_files.items()
@@ -107,7 +157,7 @@ class Registry:
         total = len(data) + sum(sizes.values())
         if total > self.max_model_bytes:
             raise ModelTooLargeError(total, self.max_model_bytes)
-        info = _inspect(data, data_files)
+        info = inspect_model(data, path) if path else _inspect(data, data_files)
         if labels is None and info.metadata.get(LABELS_METADATA_KEY):
             labels = info.metadata[LABELS_METADATA_KEY].split(",")
         if labels is not None:
@@ -144,32 +194,6 @@ class Registry:
             layout.manifest_key(name, version), manifest.to_dict(), etag=None
         )
         return manifest
-
-    def register_file(
-        self,
-        name: str,
-        path: str,
-        *,
-        description: str = "",
-        tags: dict[str, str] | None = None,
-        labels: list[str] | None = None,
-    ) -> Manifest:
-        """``register`` the ONNX file at ``path``, with the external data files it
-        references read from beside it (where onnxruntime itself looks)."""
-        with open(path, "rb") as file:
-            data = file.read()
-        folder = os.path.dirname(os.path.abspath(path))
-        return self.register(
-            name,
-            data,
-            description=description,
-            tags=tags,
-            labels=labels,
-            data_files={
-                location: os.path.join(folder, location)
-                for location in external_data_locations(data)
-            },
-        )
 
     def _put(self, key: str, body: bytes | BinaryIO, sha256: str) -> None:
         """Write a new object that must not exist yet, S3 checking its sha256."""

@@ -1,0 +1,287 @@
+"""Large models: the first request and peak memory of a 1 GiB model, and of a
+2.5 GiB one stored as ONNX external data, on a moto server's S3.
+
+    make bench-bigmodel    (.venv/bin/python -m bench.bigmodel [--size-mib 1024]
+                            [--external-mib 2560] [--keep DIR])
+
+The models are generated here: a chain of MatMul nodes over 2048 x 2048 float32
+weights (16 MiB each), nothing but initializers, registered with the registry
+(``Registry.register_file``). Each measurement is a fresh process, from its first
+import to its first answer, its peak memory read from ``VmHWM``:
+
+- *floor*: what a user writes by hand: ``import boto3, onnxruntime``,
+  ``get_object`` into bytes, ``InferenceSession(bytes)``, one ``run``. A model
+  with external data cannot be loaded so (protobuf's 2 GB limit): no floor.
+- *Turnout*: ``ModelCache.get`` as the functions build it (wired as in
+  ``chalicelib.wiring``), an empty model file cache: the files streamed to disk,
+  verified, opened from their path; then one ``run``.
+- *Turnout, from /tmp*: the same in a new process whose file cache already holds
+  the model (a container restarted on the same /tmp would not; a model evicted
+  from memory and opened again would).
+
+moto keeps objects in temporary files: ``TMPDIR`` is the work folder, on disk.
+Prints a table and writes it to ``bench/results/bigmodel.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+STARTED = time.perf_counter()
+
+MIB = 1024 * 1024
+DIMENSION = 2048
+MATRIX_BYTES = DIMENSION * DIMENSION * 4
+BUCKET = "turnout-models-bench"
+TARGET_RATIO = 1.5
+
+
+# -- the models ----------------------------------------------------------------------
+
+
+def build_model(folder: Path, size_bytes: int, *, external: bool) -> Path:
+    """A MatMul chain of about ``size_bytes`` of float32 weights as ``model.onnx``
+    in ``folder`` (its weights in ``weights.bin`` beside it when ``external``),
+    written one matrix at a time when external. Returns the model's path."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    count = max(1, size_bytes // MATRIX_BYTES)
+    generator = np.random.default_rng(0)
+    initializers, nodes = [], []
+    weights = open(folder / "weights.bin", "wb") if external else None  # noqa: SIM115
+    try:
+        for index in range(count):
+            matrix = generator.standard_normal(
+                (DIMENSION, DIMENSION), dtype=np.float32
+            ) / np.float32(np.sqrt(DIMENSION))
+            name = f"w{index}"
+            if weights is None:
+                initializers.append(numpy_helper.from_array(matrix, name))
+            else:
+                tensor = TensorProto(
+                    name=name, data_type=TensorProto.FLOAT, dims=matrix.shape
+                )
+                tensor.data_location = TensorProto.EXTERNAL
+                for key, value in (
+                    ("location", "weights.bin"),
+                    ("offset", str(weights.tell())),
+                    ("length", str(matrix.nbytes)),
+                ):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = key, value
+                weights.write(matrix.tobytes())
+                initializers.append(tensor)
+            source = "x" if index == 0 else f"h{index - 1}"
+            target = "y" if index == count - 1 else f"h{index}"
+            nodes.append(helper.make_node("MatMul", [source, name], [target]))
+    finally:
+        if weights is not None:
+            weights.close()
+    shape = [None, DIMENSION]
+    graph = helper.make_graph(
+        nodes,
+        "matmul_chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def model_bytes(path: Path) -> int:
+    return sum(file.stat().st_size for file in path.parent.iterdir())
+
+
+# -- the children --------------------------------------------------------------------
+
+
+def peak_bytes() -> int:
+    """This process's peak resident set (``VmHWM``; ru_maxrss of a child carries
+    its parent's peak)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def one_row() -> Any:
+    import numpy as np
+
+    return np.ones((1, DIMENSION), dtype=np.float32)
+
+
+def floor(name: str) -> float:
+    import boto3
+    import onnxruntime
+
+    body = (
+        boto3.client("s3")
+        .get_object(Bucket=BUCKET, Key=f"models/{name}/versions/1/model.onnx")["Body"]
+        .read()
+    )
+    session = onnxruntime.InferenceSession(body, providers=["CPUExecutionProvider"])
+    (output,) = session.run(None, {"x": one_row()})
+    return float(output.sum())
+
+
+def turnout(name: str, cache_dir: str) -> float:
+    import boto3
+
+    from chalicelib.registry.versions import Registry
+    from chalicelib.sessions import ArtifactFiles, ModelCache
+
+    registry = Registry(boto3.client("s3"), BUCKET)
+    cache = ModelCache(
+        registry.open_artifact,
+        ArtifactFiles(cache_dir, 10 * 1024 * MIB),
+        10 * 1024 * MIB,
+        fetch_data_file=registry.open_data_file,
+    )
+    session = cache.get(registry.get_manifest(name, 1)).session
+    (output,) = session.run(None, {"x": one_row()})
+    return float(output.sum())
+
+
+def child_main(arguments: argparse.Namespace) -> None:
+    if arguments.child == "floor":
+        answer = floor(arguments.name)
+    else:
+        answer = turnout(arguments.name, arguments.cache)
+    seconds = time.perf_counter() - STARTED
+    print(json.dumps({"seconds": seconds, "peak": peak_bytes(), "answer": answer}))
+
+
+# -- the runs ------------------------------------------------------------------------
+
+
+def measure(environment: dict[str, str], *options: str) -> dict[str, float]:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bigmodel", *options],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{options!r} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run(work: Path, sizes: Sequence[tuple[str, int, bool]]) -> list[dict[str, Any]]:
+    from chalicelib.registry.versions import Registry
+    from tools.devstack import aws_environment, s3_client, start_moto
+
+    os.environ["TMPDIR"] = str(work)  # moto's temporary files: on disk
+    server = start_moto(log=work / "moto.log")
+    rows: list[dict[str, Any]] = []
+    try:
+        s3 = s3_client(server.url)
+        s3.create_bucket(Bucket=BUCKET)
+        registry = Registry(s3, BUCKET, max_model_bytes=1 << 40)
+        environment = aws_environment(server.url)
+        for name, size, external in sizes:
+            print(f"building {name} ({size // MIB} MiB, external={external})")
+            path = build_model(work / name, size, external=external)
+            total = model_bytes(path)
+            print(f"registering {name}")
+            registry.register_file(name, str(path))
+            shutil.rmtree(work / name)
+            cache = work / f"{name}-cache"
+            cases = [] if external else [("floor", ["--child", "floor"])]
+            cases += [
+                ("Turnout", ["--child", "turnout", "--cache", str(cache)]),
+                ("Turnout, from /tmp", ["--child", "turnout", "--cache", str(cache)]),
+            ]
+            answers = set()
+            for how, options in cases:
+                print(f"measuring {name}: {how}")
+                result = measure(environment, *options, "--name", name)
+                answers.add(result["answer"])
+                rows.append(
+                    {
+                        "model": name,
+                        "model_bytes": total,
+                        "external_data": external,
+                        "how": how,
+                        "seconds": result["seconds"],
+                        "peak_bytes": result["peak"],
+                    }
+                )
+            if len(answers) != 1:
+                raise RuntimeError(f"{name}: the answers differ: {sorted(answers)}")
+            shutil.rmtree(cache, ignore_errors=True)
+    finally:
+        server.stop()
+    return rows
+
+
+def table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = [
+        "| model | size | how | first request | peak memory | peak / size | target |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        ratio = row["peak_bytes"] / row["model_bytes"]
+        target = (
+            ""
+            if row["how"] == "floor"
+            else f"<= {TARGET_RATIO}x: {'met' if ratio <= TARGET_RATIO else 'missed'}"
+        )
+        kind = "external data" if row["external_data"] else "one file"
+        lines.append(
+            f"| {row['model']} ({kind}) | {row['model_bytes'] / MIB:,.0f} MiB "
+            f"| {row['how']} | {row['seconds']:.2f} s "
+            f"| {row['peak_bytes'] / MIB:,.0f} MiB | {ratio:.2f}x | {target} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--external-mib", type=int, default=2560, help="0: skip")
+    parser.add_argument("--keep", type=Path, help="work folder (default: temporary)")
+    parser.add_argument("--child", choices=["floor", "turnout"], help=argparse.SUPPRESS)
+    parser.add_argument("--name", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    if arguments.child:
+        child_main(arguments)
+        return 0
+    sizes = [("big", arguments.size_mib * MIB, False)]
+    if arguments.external_mib:
+        sizes.append(("huge", arguments.external_mib * MIB, True))
+    root = Path(__file__).resolve().parent.parent
+    if arguments.keep:
+        arguments.keep.mkdir(parents=True, exist_ok=True)
+        rows = run(arguments.keep, sizes)
+    else:
+        with tempfile.TemporaryDirectory(dir="/var/tmp") as work:
+            rows = run(Path(work), sizes)
+    print(table(rows))
+    results = root / "bench" / "results" / "bigmodel.json"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
