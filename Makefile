@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint dev models bench bench-rest bench-batch bench-fanout bench-package package deploy clean
+.PHONY: test lint dev models bench bench-rest bench-batch bench-fanout bench-package bench-bigmodel package deploy clean
 
 test: $(STAMP)  ## ruff, mypy and the whole suite: the one gate, the same in CI
 	$(VENV)/bin/ruff check .
@@ -38,6 +38,10 @@ bench-batch: $(STAMP)
 
 bench-fanout: $(STAMP)  ## a file in one invocation against 1 and 2 shard workers
 	$(PY) -m bench.fanout
+
+# Not in `make bench`: it writes 3.5 GiB of models and needs about 4 GiB of memory.
+bench-bigmodel: $(STAMP)  ## a 1 GiB and a 2.5 GiB model: first request, peak memory
+	$(PY) -m bench.bigmodel
 
 # The venv is rebuilt when it was made by an interpreter older than 3.12.
 $(PY):

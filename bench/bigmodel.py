@@ -2,12 +2,12 @@
 2.5 GiB one stored as ONNX external data, on a moto server's S3.
 
     make bench-bigmodel    (.venv/bin/python -m bench.bigmodel [--size-mib 1024]
-                            [--external-mib 2560] [--keep DIR])
+                            [--external-mib 2560] [--repeat 3] [--keep DIR])
 
-The models are generated here: a chain of MatMul nodes over 2048 x 2048 float32
-weights (16 MiB each), nothing but initializers, registered with the registry
-(``Registry.register_file``). Each measurement is a fresh process, from its first
-import to its first answer, its peak memory read from ``VmHWM``:
+The models are generated (``models/generated.py``): a chain of MatMul nodes over
+2048 x 2048 float32 weights (16 MiB each), nothing but initializers, registered
+with ``Registry.register_file``. Each measurement is a fresh process, from its
+first import to its first answer, its peak memory read from ``VmHWM``:
 
 - *floor*: what a user writes by hand: ``import boto3, onnxruntime``,
   ``get_object`` into bytes, ``InferenceSession(bytes)``, one ``run``. A model
@@ -20,7 +20,8 @@ import to its first answer, its peak memory read from ``VmHWM``:
   from memory and opened again would).
 
 moto keeps objects in temporary files: ``TMPDIR`` is the work folder, on disk.
-Prints a table and writes it to ``bench/results/bigmodel.json``.
+Each case runs ``--repeat`` times: the table has the median time and the
+highest peak. Prints a table and writes it to ``bench/results/bigmodel.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,71 +39,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from models.generated import DIMENSION, matmul_chain
+
 STARTED = time.perf_counter()
 
 MIB = 1024 * 1024
-DIMENSION = 2048
-MATRIX_BYTES = DIMENSION * DIMENSION * 4
 BUCKET = "turnout-models-bench"
 TARGET_RATIO = 1.5
 
 
 # -- the models ----------------------------------------------------------------------
-
-
-def build_model(folder: Path, size_bytes: int, *, external: bool) -> Path:
-    """A MatMul chain of about ``size_bytes`` of float32 weights as ``model.onnx``
-    in ``folder`` (its weights in ``weights.bin`` beside it when ``external``),
-    written one matrix at a time when external. Returns the model's path."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    folder.mkdir(parents=True, exist_ok=True)
-    count = max(1, size_bytes // MATRIX_BYTES)
-    generator = np.random.default_rng(0)
-    initializers, nodes = [], []
-    weights = open(folder / "weights.bin", "wb") if external else None  # noqa: SIM115
-    try:
-        for index in range(count):
-            matrix = generator.standard_normal(
-                (DIMENSION, DIMENSION), dtype=np.float32
-            ) / np.float32(np.sqrt(DIMENSION))
-            name = f"w{index}"
-            if weights is None:
-                initializers.append(numpy_helper.from_array(matrix, name))
-            else:
-                tensor = TensorProto(
-                    name=name, data_type=TensorProto.FLOAT, dims=matrix.shape
-                )
-                tensor.data_location = TensorProto.EXTERNAL
-                for key, value in (
-                    ("location", "weights.bin"),
-                    ("offset", str(weights.tell())),
-                    ("length", str(matrix.nbytes)),
-                ):
-                    entry = tensor.external_data.add()
-                    entry.key, entry.value = key, value
-                weights.write(matrix.tobytes())
-                initializers.append(tensor)
-            source = "x" if index == 0 else f"h{index - 1}"
-            target = "y" if index == count - 1 else f"h{index}"
-            nodes.append(helper.make_node("MatMul", [source, name], [target]))
-    finally:
-        if weights is not None:
-            weights.close()
-    shape = [None, DIMENSION]
-    graph = helper.make_graph(
-        nodes,
-        "matmul_chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-        initializers,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = folder / "model.onnx"
-    path.write_bytes(model.SerializeToString())
-    return path
 
 
 def model_bytes(path: Path) -> int:
@@ -185,7 +132,9 @@ def measure(environment: dict[str, str], *options: str) -> dict[str, float]:
     return result
 
 
-def run(work: Path, sizes: Sequence[tuple[str, int, bool]]) -> list[dict[str, Any]]:
+def run(
+    work: Path, sizes: Sequence[tuple[str, int, bool]], repeat: int
+) -> list[dict[str, Any]]:
     from chalicelib.registry.versions import Registry
     from tools.devstack import aws_environment, s3_client, start_moto
 
@@ -199,35 +148,37 @@ def run(work: Path, sizes: Sequence[tuple[str, int, bool]]) -> list[dict[str, An
         environment = aws_environment(server.url)
         for name, size, external in sizes:
             print(f"building {name} ({size // MIB} MiB, external={external})")
-            path = build_model(work / name, size, external=external)
+            path = matmul_chain(work / name, size, external=external)
             total = model_bytes(path)
             print(f"registering {name}")
             registry.register_file(name, str(path))
             shutil.rmtree(work / name)
             cache = work / f"{name}-cache"
-            cases = [] if external else [("floor", ["--child", "floor"])]
-            cases += [
-                ("Turnout", ["--child", "turnout", "--cache", str(cache)]),
-                ("Turnout, from /tmp", ["--child", "turnout", "--cache", str(cache)]),
-            ]
-            answers = set()
-            for how, options in cases:
-                print(f"measuring {name}: {how}")
-                result = measure(environment, *options, "--name", name)
-                answers.add(result["answer"])
-                rows.append(
-                    {
-                        "model": name,
-                        "model_bytes": total,
-                        "external_data": external,
-                        "how": how,
-                        "seconds": result["seconds"],
-                        "peak_bytes": result["peak"],
-                    }
-                )
+            turnout = ["--child", "turnout", "--cache", str(cache)]
+            cases = {} if external else {"floor": ["--child", "floor"]}
+            cases.update({"Turnout": turnout, "Turnout, from /tmp": turnout})
+            results: dict[str, list[dict[str, float]]] = {how: [] for how in cases}
+            for _ in range(repeat):
+                shutil.rmtree(cache, ignore_errors=True)
+                for how, options in cases.items():
+                    print(f"measuring {name}: {how}")
+                    results[how].append(measure(environment, *options, "--name", name))
+            answers = {run["answer"] for runs in results.values() for run in runs}
             if len(answers) != 1:
                 raise RuntimeError(f"{name}: the answers differ: {sorted(answers)}")
             shutil.rmtree(cache, ignore_errors=True)
+            rows.extend(
+                {
+                    "model": name,
+                    "model_bytes": total,
+                    "external_data": external,
+                    "how": how,
+                    "seconds": statistics.median(run["seconds"] for run in runs),
+                    "peak_bytes": max(run["peak"] for run in runs),
+                    "runs": runs,
+                }
+                for how, runs in results.items()
+            )
     finally:
         server.stop()
     return rows
@@ -235,7 +186,8 @@ def run(work: Path, sizes: Sequence[tuple[str, int, bool]]) -> list[dict[str, An
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [
-        "| model | size | how | first request | peak memory | peak / size | target |",
+        "| model | size | how | first request (median) | peak memory (highest) "
+        "| peak / size | target |",
         "|---|---:|---|---:|---:|---:|---|",
     ]
     for row in rows:
@@ -258,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--external-mib", type=int, default=2560, help="0: skip")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each case")
     parser.add_argument("--keep", type=Path, help="work folder (default: temporary)")
     parser.add_argument("--child", choices=["floor", "turnout"], help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
@@ -272,10 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(__file__).resolve().parent.parent
     if arguments.keep:
         arguments.keep.mkdir(parents=True, exist_ok=True)
-        rows = run(arguments.keep, sizes)
+        rows = run(arguments.keep, sizes, arguments.repeat)
     else:
         with tempfile.TemporaryDirectory(dir="/var/tmp") as work:
-            rows = run(Path(work), sizes)
+            rows = run(Path(work), sizes, arguments.repeat)
     print(table(rows))
     results = root / "bench" / "results" / "bigmodel.json"
     results.parent.mkdir(parents=True, exist_ok=True)

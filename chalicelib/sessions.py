@@ -560,6 +560,7 @@ class ModelCache:
                 check_signature(manifest, session)
                 return session
         self._refuse_if_too_large(manifest)
+        self._make_memory_room(manifest)
         try:
             with self._files.receive(manifest.sha256, manifest.total_size) as part:
                 self._download(manifest, part)
@@ -616,6 +617,18 @@ class ModelCache:
                 f"the function's {_mib(self._memory_bytes)}: raise the stage's "
                 "lambda_memory_size",
             )
+
+    def _make_memory_room(self, manifest: Manifest) -> None:
+        """Drop the least recently used sessions until loading ``manifest`` beside
+        the rest fits the function's memory: two large models at once would not."""
+        if self._memory_bytes is None:
+            return
+        need = int(manifest.total_size * LOAD_MEMORY_FACTOR)
+        with self._lock:
+            held = sum(item.manifest.total_size for item in self._sessions.values())
+            while self._sessions and held + need > self._memory_bytes:
+                _, evicted = self._sessions.popitem(last=False)
+                held -= evicted.manifest.total_size
 
     def _keep(self, key: tuple[str, int], loaded: LoadedModel) -> None:
         with self._lock:

@@ -443,13 +443,16 @@ def register(
     tags: dict[str, str],
     labels: list[str] | None,
 ) -> None:
-    """Store FILE as the next version of model NAME and print its number."""
+    """Store FILE as the next version of model NAME and print its number.
+
+    External data files FILE references (models over 2 GB) are read from beside
+    it and stored with it."""
     registry = session.registry
     size = file.stat().st_size
     if size > registry.max_model_bytes:
         raise ModelTooLargeError(size, registry.max_model_bytes)
-    manifest = registry.register(
-        name, file.read_bytes(), description=description, tags=tags, labels=labels
+    manifest = registry.register_file(
+        name, str(file), description=description, tags=tags, labels=labels
     )
     session.emit(
         manifest.to_dict(), [f"registered {manifest.name} version {manifest.version}"]

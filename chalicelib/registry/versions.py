@@ -118,8 +118,7 @@ class Registry:
         labels: list[str] | None = None,
     ) -> Manifest:
         """``register`` the ONNX file at ``path``, with the external data files it
-        references read from beside it (where onnxruntime itself looks), loaded
-        from there to be inspected."""
+        references read from beside it (where onnxruntime itself looks)."""
         with open(path, "rb") as file:
             data = file.read()
         folder = os.path.dirname(os.path.abspath(path))
@@ -147,8 +146,8 @@ class Registry:
         tags: dict[str, str] | None,
         labels: list[str] | None,
     ) -> Manifest:
-        """``register``; ``path``, when given, is a file holding ``data`` with the
-        data files beside it, which onnxruntime loads instead of ``data``."""
+        """``register``; ``path``, when given, is a file holding ``data`` with its
+        data files beside it, where onnxruntime can load them."""
         validate_model_name(name)
         _check_data_files(external_data_locations(data), data_files)
         sizes = {
@@ -157,7 +156,12 @@ class Registry:
         total = len(data) + sum(sizes.values())
         if total > self.max_model_bytes:
             raise ModelTooLargeError(total, self.max_model_bytes)
-        info = inspect_model(data, path) if path else _inspect(data, data_files)
+        # From the path only with data files: onnxruntime's errors from a path
+        # name it, and those from bytes are the ones users already know.
+        if path is not None and data_files:
+            info = inspect_model(data, path)
+        else:
+            info = _inspect(data, data_files)
         if labels is None and info.metadata.get(LABELS_METADATA_KEY):
             labels = info.metadata[LABELS_METADATA_KEY].split(",")
         if labels is not None:
