@@ -1,4 +1,5 @@
-"""ONNX files: read a model's signature, verify an artifact, cache sessions.
+"""ONNX files: read a model's signature; stream a version's files from S3 to
+/tmp, verifying them as they arrive; open sessions from those files; cache both.
 
 onnxruntime is imported on first use, not at import time: a health check or an
 alias lookup on a cold container should not pay for it.
