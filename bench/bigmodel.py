@@ -15,6 +15,8 @@ first import to its first answer, its peak memory read from ``VmHWM``:
 - *Turnout*: ``ModelCache.get`` as the functions build it (wired as in
   ``chalicelib.wiring``), an empty model file cache: the files streamed to disk,
   verified, opened from their path; then one ``run``.
+  The REST function's own environment variables apply (``.chalice/config.json``:
+  ``MALLOC_MMAP_THRESHOLD_``).
 - *Turnout, from /tmp*: the same in a new process whose file cache already holds
   the model (a container restarted on the same /tmp would not; a model evicted
   from memory and opened again would).
@@ -118,6 +120,16 @@ def child_main(arguments: argparse.Namespace) -> None:
 # -- the runs ------------------------------------------------------------------------
 
 
+def api_function_environment() -> dict[str, str]:
+    """The variables ``.chalice/config.json`` gives the REST function itself (the
+    dev stage): its allocator setting among them."""
+    root = Path(__file__).resolve().parent.parent
+    config = json.loads((root / ".chalice" / "config.json").read_text())
+    function = config["stages"]["dev"]["lambda_functions"]["api_handler"]
+    variables: dict[str, str] = function.get("environment_variables", {})
+    return variables
+
+
 def measure(environment: dict[str, str], *options: str) -> dict[str, float]:
     done = subprocess.run(
         [sys.executable, "-m", "bench.bigmodel", *options],
@@ -146,6 +158,7 @@ def run(
         s3.create_bucket(Bucket=BUCKET)
         registry = Registry(s3, BUCKET, max_model_bytes=1 << 40)
         environment = aws_environment(server.url)
+        turnout_environment = {**environment, **api_function_environment()}
         for name, size, external in sizes:
             print(f"building {name} ({size // MIB} MiB, external={external})")
             path = matmul_chain(work / name, size, external=external)
@@ -157,12 +170,20 @@ def run(
             turnout = ["--child", "turnout", "--cache", str(cache)]
             cases = {} if external else {"floor": ["--child", "floor"]}
             cases.update({"Turnout": turnout, "Turnout, from /tmp": turnout})
+            environments = {"floor": environment}
             results: dict[str, list[dict[str, float]]] = {how: [] for how in cases}
             for _ in range(repeat):
                 shutil.rmtree(cache, ignore_errors=True)
                 for how, options in cases.items():
                     print(f"measuring {name}: {how}")
-                    results[how].append(measure(environment, *options, "--name", name))
+                    results[how].append(
+                        measure(
+                            environments.get(how, turnout_environment),
+                            *options,
+                            "--name",
+                            name,
+                        )
+                    )
             answers = {run["answer"] for runs in results.values() for run in runs}
             if len(answers) != 1:
                 raise RuntimeError(f"{name}: the answers differ: {sorted(answers)}")

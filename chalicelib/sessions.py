@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -444,18 +445,31 @@ def download(
 ) -> None:
     """Write ``source`` (bytes or a readable stream, closed here) to ``path`` in
     chunks, hashing as it goes; ModelIntegrityError, naming ``what``, unless it
-    has ``size`` bytes and ``sha256``. Never writes more than ``size`` bytes."""
+    has ``size`` bytes and ``sha256``. Never writes more than ``size`` bytes.
+
+    One thread hashes and writes a chunk while this one reads the next: all three
+    release the GIL, and sha256 alone runs at about 550 MB/s here."""
     digest = hashlib.sha256()
     received = 0
+
+    def consume(chunk: bytes, offset: int) -> None:
+        digest.update(chunk)
+        if offset < size:
+            file.write(chunk[: size - offset])
+
     with (
         io.BytesIO(source) if isinstance(source, bytes) else source as stream,
         open(path, "wb") as file,
+        ThreadPoolExecutor(1) as worker,
     ):
+        pending: Future[None] | None = None
         while chunk := stream.read(_CHUNK_BYTES):
-            digest.update(chunk)
-            if received < size:
-                file.write(chunk[: size - received])
+            if pending is not None:
+                pending.result()
+            pending = worker.submit(consume, chunk, received)
             received += len(chunk)
+        if pending is not None:
+            pending.result()
     if received != size:
         raise ModelIntegrityError(
             manifest.name,
