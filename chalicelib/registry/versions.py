@@ -52,6 +52,7 @@ from chalicelib.sessions import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import PutObjectRequestTypeDef
 
 LABELS_METADATA_KEY = "turnout.labels"
 _MAX_CLAIM_ATTEMPTS = 100
@@ -189,26 +190,40 @@ class Registry:
         self._put(layout.artifact_key(name, version), data, manifest.sha256)
         for data_file in stored_files:
             with open(data_files[data_file.name], "rb") as body:
+                # Not conditional: the claimed number already makes the prefix
+                # ours, and a PUT of gigabytes that botocore retries after a
+                # timeout must not fail on its own first attempt.
                 self._put(
                     layout.data_file_key(name, version, data_file.name),
                     body,
                     data_file.sha256,
+                    if_none_match=False,
                 )
         self.documents.write(
             layout.manifest_key(name, version), manifest.to_dict(), etag=None
         )
         return manifest
 
-    def _put(self, key: str, body: bytes | BinaryIO, sha256: str) -> None:
-        """Write a new object that must not exist yet, S3 checking its sha256."""
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=body,
-            IfNoneMatch="*",
-            ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode(),
-            ContentType="application/octet-stream",
-        )
+    def _put(
+        self,
+        key: str,
+        body: bytes | BinaryIO,
+        sha256: str,
+        *,
+        if_none_match: bool = True,
+    ) -> None:
+        """Write a new object (that must not exist yet, unless not
+        ``if_none_match``), S3 checking its sha256."""
+        request: PutObjectRequestTypeDef = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": body,
+            "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode(),
+            "ContentType": "application/octet-stream",
+        }
+        if if_none_match:
+            request["IfNoneMatch"] = "*"
+        self.s3.put_object(**request)
 
     def _claim_next_version(self, name: str) -> int:
         version = max(self._claimed_versions(name), default=0) + 1
