@@ -35,9 +35,12 @@ class Settings:
     # Memory bound of the per-container session cache, counted in model bytes.
     session_cache_bytes: int = 1024 * MIB
     model_cache_dir: str = "/tmp/turnout-models"
-    # Disk bound of the model file cache in model_cache_dir: Lambda's /tmp is
-    # 512 MB by default, and the function may need some of it for itself.
-    model_file_cache_bytes: int = 384 * MIB
+    # The function's /tmp (Lambda's ephemeral storage, 512 to 10240 MB), as the
+    # stage sets it: a model whose files are larger is refused before download.
+    ephemeral_storage_mb: int = 512
+    # Disk bound of the model file cache in model_cache_dir (0: three quarters of
+    # ephemeral_storage_mb, see file_cache_bytes): the function may need the rest.
+    model_file_cache_bytes: int = 0
     # How long a version whose artifact or signature failed its check is refused
     # without being downloaded and hashed again.
     integrity_failure_seconds: float = 60.0
@@ -85,6 +88,16 @@ class Settings:
     # or model@version. Set it on the REST function only.
     preload: str = ""
 
+    @property
+    def tmp_bytes(self) -> int:
+        return self.ephemeral_storage_mb * MIB
+
+    @property
+    def file_cache_bytes(self) -> int:
+        """The model file cache's disk bound: model_file_cache_bytes, else three
+        quarters of /tmp (384 MiB of Lambda's default 512 MB)."""
+        return self.model_file_cache_bytes or self.tmp_bytes * 3 // 4
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read ``TURNOUT_<FIELD>`` variables; unset ones keep their defaults."""
@@ -123,3 +136,11 @@ def intra_op_threads(configured: int, memory_mb: str | None, cores: int | None) 
         return 0
     share = int(int(memory_mb) / MB_PER_VCPU + 0.5)
     return max(1, min(share, cores or 1))
+
+
+def function_memory_bytes(env: Mapping[str, str] | None = None) -> int | None:
+    """The Lambda function's memory (Lambda sets AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    in MB); None outside Lambda."""
+    env = os.environ if env is None else env
+    raw = env.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+    return int(raw) * MIB if raw.isdigit() else None

@@ -117,6 +117,17 @@ class ModelIntegrityError(TurnoutError):
         self.reason = reason
 
 
+class ModelDoesNotFitError(TurnoutError):
+    """A version this function cannot hold: its files exceed ``/tmp`` or loading
+    them would exceed the function's memory. Raise the stage's figure to serve it."""
+
+    def __init__(self, name: str, version: int, reason: str) -> None:
+        super().__init__(f"version {version} of {name!r} cannot be served: {reason}")
+        self.name = name
+        self.version = version
+        self.reason = reason
+
+
 class InvalidInputError(TurnoutError):
     """Bad input to a prediction; ``field`` names where the problem is."""
 

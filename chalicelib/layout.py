@@ -7,6 +7,7 @@
     models/{name}/versions/{version}/baseline.json  the training baseline, written
                                                     before the manifest (or set once
                                                     later), never overwritten
+    models/{name}/versions/{version}/data/{file}    its external data files, if any
     models/{name}/versions/{version}/manifest.json  written last: the commit point
     models/{name}/versions/{version}/deleted.json   the tombstone, written first
                                                     when the version is deleted
@@ -44,6 +45,14 @@ def claim_key(name: str, version: int) -> str:
 
 def artifact_key(name: str, version: int) -> str:
     return version_prefix(name, version) + ARTIFACT
+
+
+def data_files_prefix(name: str, version: int) -> str:
+    return version_prefix(name, version) + "data/"
+
+
+def data_file_key(name: str, version: int, file_name: str) -> str:
+    return data_files_prefix(name, version) + file_name
 
 
 def manifest_key(name: str, version: int) -> str:

@@ -32,6 +32,7 @@ from chalicelib.errors import (
     InvalidInputError,
     InvalidModelError,
     InvalidNameError,
+    ModelDoesNotFitError,
     ModelExecutionError,
     ModelIntegrityError,
     ModelTooLargeError,
@@ -90,6 +91,8 @@ ERROR_STATUS: tuple[tuple[type[TurnoutError], int], ...] = (
     # A version whose artifact fails its check: unavailable, the others still serve.
     (ModelIntegrityError, 503),
     (FeedbackUnavailableError, 503),
+    # A version too large for this function's /tmp or memory: the others serve.
+    (ModelDoesNotFitError, 503),
 )
 
 

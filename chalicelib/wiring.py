@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from chalicelib import extension
 from chalicelib.aliases.cache import AliasCache
 from chalicelib.background import BackgroundWork
-from chalicelib.config import Settings, intra_op_threads
+from chalicelib.config import Settings, function_memory_bytes, intra_op_threads
 from chalicelib.emf import MetricsLog
 from chalicelib.observe import Observer, Observers
 from chalicelib.predictor import Predictor
@@ -189,11 +189,12 @@ class Container:
             ),
             manifests,
             ModelCache(
-                registry.fetch_artifact,
-                ArtifactFiles(
-                    settings.model_cache_dir, settings.model_file_cache_bytes
-                ),
+                registry.open_artifact,
+                ArtifactFiles(settings.model_cache_dir, settings.file_cache_bytes),
                 settings.session_cache_bytes,
+                fetch_data_file=registry.open_data_file,
+                tmp_bytes=settings.tmp_bytes,
+                memory_bytes=function_memory_bytes(),
                 threads=intra_op_threads(
                     settings.session_threads,
                     os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"),

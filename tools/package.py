@@ -18,6 +18,10 @@ and ``chalice package`` ship them::
     python -m tools.package --stage prod [--out build/package/prod]
     chalice deploy --stage prod         # or terraform apply in --out
 
+The Terraform configuration also gives each function the ``/tmp`` its
+``TURNOUT_EPHEMERAL_STORAGE_MB`` names (``size_ephemeral_storage``), which
+Chalice's own configuration cannot say.
+
 ``make package STAGE=prod`` and ``make deploy STAGE=prod`` run exactly this.
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import py_compile
 import re
@@ -35,6 +40,7 @@ import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE_PACKAGES = "python/lib/python3.12/site-packages/"
@@ -208,7 +214,23 @@ def build_package(stage: str, out: Path) -> Path:
         if add_shutdown_extension(archive):
             print(f"added {SHUTDOWN_ENTRY} to {archive.name}")
     chalice("--pkg-format", "terraform", str(out), stage=stage)
+    template_path = out / "chalice.tf.json"
+    template = json.loads(template_path.read_text())
+    size_ephemeral_storage(template)
+    template_path.write_text(json.dumps(template, indent=2) + "\n")
     return out
+
+
+def size_ephemeral_storage(template: dict[str, Any]) -> None:
+    """Give each function of a Terraform ``template`` the ``/tmp`` its
+    ``TURNOUT_EPHEMERAL_STORAGE_MB`` says (Lambda's default 512 MB without it):
+    Chalice 1.34 has no setting for a function's ephemeral storage."""
+    functions = template.get("resource", {}).get("aws_lambda_function", {})
+    for function in functions.values():
+        variables = function.get("environment", {}).get("variables", {})
+        size = variables.get("TURNOUT_EPHEMERAL_STORAGE_MB")
+        if size:
+            function["ephemeral_storage"] = {"size": int(size)}
 
 
 def _make_read_only(tree: Path) -> None:

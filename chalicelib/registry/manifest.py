@@ -55,6 +55,21 @@ class Signature:
 
 
 @dataclass(frozen=True)
+class DataFile:
+    """An external data file of a model (ONNX external data), stored beside it."""
+
+    name: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DataFile:
+        return cls(
+            name=str(data["name"]), sha256=str(data["sha256"]), size=int(data["size"])
+        )
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Written last when a version is registered: its presence commits the version."""
 
@@ -77,6 +92,14 @@ class Manifest:
     # The sha256 of baseline.json when it was stored with the version (None when
     # there was none then; ``Registry.set_baseline`` may add one later, once).
     baseline_sha256: str | None = None
+    # The external data files model.onnx references (models over protobuf's
+    # 2 GB); ``sha256`` and ``size`` above are model.onnx's own.
+    data_files: tuple[DataFile, ...] = ()
+
+    @property
+    def total_size(self) -> int:
+        """Bytes of model.onnx and its external data files together."""
+        return self.size + sum(data_file.size for data_file in self.data_files)
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -97,6 +120,8 @@ class Manifest:
             del data["provenance"]
         if self.baseline_sha256 is None:
             del data["baseline_sha256"]
+        if not self.data_files:
+            del data["data_files"]  # manifests of single-file models stay as they were
         return data
 
     @classmethod
@@ -122,6 +147,7 @@ class Manifest:
             format=int(data.get("format", MANIFEST_FORMAT)),
             provenance=_json_object(data.get("provenance", {})),
             baseline_sha256=(None if baseline_sha256 is None else str(baseline_sha256)),
+            data_files=tuple(DataFile.from_dict(d) for d in data.get("data_files", [])),
         )
 
 

@@ -13,11 +13,12 @@ A version with a tombstone does not exist, whatever of it is left: deleting one
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from botocore.exceptions import ClientError
 
@@ -28,6 +29,7 @@ from chalicelib.errors import (
     BaselineExistsError,
     DocumentConflictError,
     InvalidLabelsError,
+    InvalidModelError,
     ModelIntegrityError,
     ModelNotFoundError,
     ModelTooLargeError,
@@ -36,15 +38,24 @@ from chalicelib.errors import (
 from chalicelib.evidence.baseline import Baseline, InvalidBaselineError
 from chalicelib.names import validate_model_name
 from chalicelib.registry.manifest import (
+    DataFile,
     Manifest,
     Signature,
     classifier_outputs,
     read_manifest,
 )
-from chalicelib.sessions import inspect_model, sha256_hex
+from chalicelib.sessions import (
+    MODEL_FILE,
+    ModelInfo,
+    external_data_locations,
+    inspect_model,
+    sha256_file,
+    sha256_hex,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import PutObjectRequestTypeDef
 
 LABELS_METADATA_KEY = "turnout.labels"
 _MAX_CLAIM_ATTEMPTS = 100
@@ -79,25 +90,103 @@ class Registry:
         labels: list[str] | None = None,
         baseline: Baseline | None = None,
         provenance: dict[str, Any] | None = None,
+        data_files: Mapping[str, str] | None = None,
     ) -> Manifest:
         """Store ``data`` as the next version of ``name`` and return its manifest.
 
         ``baseline`` (the training sample's statistics) is stored with the version,
         before the manifest, whose ``baseline_sha256`` names it; ``provenance``
         (where the version came from) is kept in the manifest as given.
+        ``data_files``: the external data files ``data`` references (ONNX
+        external data, for models over protobuf's 2 GB), each file name mapped to
+        the local path it is read from; stored beside the model and checksummed
+        in the manifest.
 
-        Refuses, writing nothing: an invalid name (InvalidNameError), a file over
-        the size limit (ModelTooLargeError), a file onnxruntime cannot load
+        Refuses, writing nothing: an invalid name (InvalidNameError), files over
+        the size limit together (ModelTooLargeError), a model onnxruntime cannot
+        load or whose external data files are not exactly those given
         (InvalidModelError), labels that do not fit the model (InvalidLabelsError).
         """
+        return self._register(
+            name,
+            data,
+            None,
+            dict(data_files or {}),
+            description=description,
+            tags=tags,
+            labels=labels,
+            baseline=baseline,
+            provenance=provenance,
+        )
+
+    def register_file(
+        self,
+        name: str,
+        path: str,
+        *,
+        description: str = "",
+        tags: dict[str, str] | None = None,
+        labels: list[str] | None = None,
+        baseline: Baseline | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> Manifest:
+        """``register`` the ONNX file at ``path``, with the external data files it
+        references read from beside it (where onnxruntime itself looks)."""
+        with open(path, "rb") as file:
+            data = file.read()
+        folder = os.path.dirname(os.path.abspath(path))
+        return self._register(
+            name,
+            data,
+            path,
+            {
+                location: os.path.join(folder, location)
+                for location in external_data_locations(data)
+            },
+            description=description,
+            tags=tags,
+            labels=labels,
+            baseline=baseline,
+            provenance=provenance,
+        )
+
+    def _register(
+        self,
+        name: str,
+        data: bytes,
+        path: str | None,
+        data_files: dict[str, str],
+        *,
+        description: str,
+        tags: dict[str, str] | None,
+        labels: list[str] | None,
+        baseline: Baseline | None,
+        provenance: dict[str, Any] | None,
+    ) -> Manifest:
+        """``register``; ``path``, when given, is a file holding ``data`` with its
+        data files beside it, where onnxruntime can load them."""
         validate_model_name(name)
-        if len(data) > self.max_model_bytes:
-            raise ModelTooLargeError(len(data), self.max_model_bytes)
-        info = inspect_model(data)
+        _check_data_files(external_data_locations(data), data_files)
+        sizes = {
+            file_name: os.path.getsize(path) for file_name, path in data_files.items()
+        }
+        total = len(data) + sum(sizes.values())
+        if total > self.max_model_bytes:
+            raise ModelTooLargeError(total, self.max_model_bytes)
+        # From the path only with data files: onnxruntime's errors from a path
+        # name it, and those from bytes are the ones users already know.
+        if path is not None and data_files:
+            info = inspect_model(data, path)
+        else:
+            info = _inspect(data, data_files)
         if labels is None and info.metadata.get(LABELS_METADATA_KEY):
             labels = info.metadata[LABELS_METADATA_KEY].split(",")
         if labels is not None:
             labels = _check_labels(labels, info.signature)
+        stored_files = tuple(
+            DataFile(file_name, sha256_file(path), sizes[file_name])
+            for file_name, path in data_files.items()
+        )
         version = self._claim_next_version(name)
         manifest = Manifest(
             name=name,
@@ -112,19 +201,24 @@ class Registry:
             opset=info.opset,
             producer=info.producer,
             ir_version=info.ir_version,
+            data_files=stored_files,
             provenance=dict(provenance or {}),
             baseline_sha256=(
                 None if baseline is None else sha256_hex(_baseline_bytes(baseline))
             ),
         )
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=layout.artifact_key(name, version),
-            Body=data,
-            IfNoneMatch="*",
-            ChecksumSHA256=_base64_sha256(data),
-            ContentType="application/octet-stream",
-        )
+        self._put(layout.artifact_key(name, version), data, manifest.sha256)
+        for data_file in stored_files:
+            with open(data_files[data_file.name], "rb") as body:
+                # Not conditional: the claimed number already makes the prefix
+                # ours, and a PUT of gigabytes that botocore retries after a
+                # timeout must not fail on its own first attempt.
+                self._put(
+                    layout.data_file_key(name, version, data_file.name),
+                    body,
+                    data_file.sha256,
+                    if_none_match=False,
+                )
         if baseline is not None:
             self._write_baseline(name, version, baseline)
         self.documents.write(
@@ -185,6 +279,27 @@ class Registry:
                 raise BaselineExistsError(name, version) from None
             raise
 
+    def _put(
+        self,
+        key: str,
+        body: bytes | BinaryIO,
+        sha256: str,
+        *,
+        if_none_match: bool = True,
+    ) -> None:
+        """Write a new object (that must not exist yet, unless not
+        ``if_none_match``), S3 checking its sha256."""
+        request: PutObjectRequestTypeDef = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": body,
+            "ChecksumSHA256": base64.b64encode(bytes.fromhex(sha256)).decode(),
+            "ContentType": "application/octet-stream",
+        }
+        if if_none_match:
+            request["IfNoneMatch"] = "*"
+        self.s3.put_object(**request)
+
     def _claim_next_version(self, name: str) -> int:
         version = max(self._claimed_versions(name), default=0) + 1
         for _ in range(_MAX_CLAIM_ATTEMPTS):
@@ -227,6 +342,7 @@ class Registry:
         for key in (
             layout.manifest_key(name, version),
             layout.artifact_key(name, version),
+            *self._keys(layout.data_files_prefix(name, version)),
         ):
             self.s3.delete_object(Bucket=self.bucket, Key=key)
 
@@ -308,17 +424,31 @@ class Registry:
         return self.get_manifest(name, versions[-1])
 
     def fetch_artifact(self, manifest: Manifest) -> bytes:
-        """The artifact's bytes as stored: verify them before use (verify_artifact)."""
+        """The artifact's bytes as stored: verify them before use."""
+        with self.open_artifact(manifest) as body:
+            return body.read()
+
+    def open_artifact(self, manifest: Manifest) -> BinaryIO:
+        """The artifact as stored, a stream to read and close: verify it as it is
+        read (``chalicelib.sessions.download``)."""
+        return self._open(
+            manifest, layout.artifact_key(manifest.name, manifest.version)
+        )
+
+    def open_data_file(self, manifest: Manifest, file_name: str) -> BinaryIO:
+        """One of the version's external data files, like ``open_artifact``."""
+        key = layout.data_file_key(manifest.name, manifest.version, file_name)
+        return self._open(manifest, key)
+
+    def _open(self, manifest: Manifest, key: str) -> BinaryIO:
         try:
-            response = self.s3.get_object(
-                Bucket=self.bucket,
-                Key=layout.artifact_key(manifest.name, manifest.version),
-            )
+            response = self.s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as error:
             if is_missing(error):
                 raise VersionNotFoundError(manifest.name, manifest.version) from None
             raise
-        return response["Body"].read()
+        body: BinaryIO = response["Body"]  # type: ignore[assignment]
+        return body
 
 
 def _is_live(leaves: set[str]) -> bool:
@@ -330,8 +460,44 @@ def _baseline_bytes(baseline: Baseline) -> bytes:
     return json.dumps(baseline.to_json(), sort_keys=True).encode()
 
 
-def _base64_sha256(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+def _check_data_files(locations: list[str], given: Mapping[str, str]) -> None:
+    """InvalidModelError unless ``given`` names exactly the files the model
+    references, each a plain file name that is not the model's own."""
+    for location in locations:
+        if (
+            location in {"", ".", "..", MODEL_FILE}
+            or "/" in location
+            or "\\" in location
+        ):
+            raise InvalidModelError(
+                f"external data file {location!r} must be a plain file name other "
+                f"than {MODEL_FILE!r}, beside the model"
+            )
+    missing = [location for location in locations if location not in given]
+    if missing:
+        raise InvalidModelError(
+            f"the model references external data file {missing[0]!r}, not given"
+        )
+    extra = sorted(set(given) - set(locations))
+    if extra:
+        raise InvalidModelError(
+            f"external data file {extra[0]!r} was given but the model does not "
+            "reference it"
+        )
+
+
+def _inspect(data: bytes, data_files: Mapping[str, str]) -> ModelInfo:
+    """``inspect_model``, from a folder holding the data files beside the model
+    (linked, not copied) when it has any."""
+    if not data_files:
+        return inspect_model(data)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, MODEL_FILE)
+        with open(path, "wb") as file:
+            file.write(data)
+        for file_name, source in data_files.items():
+            os.symlink(os.path.abspath(source), os.path.join(folder, file_name))
+        return inspect_model(data, path)
 
 
 def _check_labels(labels: list[str], signature: Signature) -> list[str]:

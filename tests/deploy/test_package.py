@@ -117,6 +117,10 @@ def test_terraform_wires_the_batch_uploads_and_the_keyed_api(package: Path) -> N
     )
     layer = ["${aws_lambda_layer_version.managed-layer.arn}"]
     assert batch["layers"] == api["layers"] == layer
+    # /tmp as the stage's TURNOUT_EPHEMERAL_STORAGE_MB says (Chalice cannot).
+    assert [function["ephemeral_storage"] for function in functions.values()] == [
+        {"size": 2048}
+    ] * 3
     policies = resources["aws_iam_role_policy"]
     assert json.loads(policies["api_handler_role"]["policy"]) == load_policy(
         STAGE, "api"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pytest
 from chalice.test import Client, HTTPResponse
@@ -382,13 +382,13 @@ def test_a_tampered_version_is_not_downloaded_again_for_each_request(
 ) -> None:
     tamper(s3, "iris", 2)
     fetched: list[int] = []
-    fetch = Registry.fetch_artifact
+    fetch = Registry.open_artifact
 
-    def counting(self: Registry, manifest: Manifest) -> bytes:
+    def counting(self: Registry, manifest: Manifest) -> BinaryIO:
         fetched.append(manifest.version)
         return fetch(self, manifest)
 
-    monkeypatch.setattr(Registry, "fetch_artifact", counting)
+    monkeypatch.setattr(Registry, "open_artifact", counting)
     for _ in range(3):
         response = infer(client, "/v2/models/iris/versions/2/infer")
         assert response.status_code == 503

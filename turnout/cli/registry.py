@@ -61,7 +61,10 @@ def register(
     baseline_file: Path | None,
     label_column: str | None,
 ) -> None:
-    """Store FILE as the next version of model NAME and print its number."""
+    """Store FILE as the next version of model NAME and print its number.
+
+    External data files FILE references (models over 2 GB) are read from beside
+    it and stored with it."""
     registry = session.registry
     size = file.stat().st_size
     if size > registry.max_model_bytes:
@@ -71,9 +74,9 @@ def register(
         if baseline_file is None
         else baseline_from_csv(baseline_file, label_column)
     )
-    manifest = registry.register(
+    manifest = registry.register_file(
         name,
-        file.read_bytes(),
+        str(file),
         description=description,
         tags=tags,
         labels=labels,
