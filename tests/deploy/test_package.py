@@ -120,7 +120,7 @@ def test_terraform_wires_the_batch_uploads_and_the_keyed_api(package: Path) -> N
     # /tmp as the stage's TURNOUT_EPHEMERAL_STORAGE_MB says (Chalice cannot).
     assert [function["ephemeral_storage"] for function in functions.values()] == [
         {"size": 2048}
-    ] * 3
+    ] * len(functions)
     policies = resources["aws_iam_role_policy"]
     assert json.loads(policies["api_handler_role"]["policy"]) == load_policy(
         STAGE, "api"
