@@ -7,8 +7,8 @@ STAMP  := $(VENV)/.installed
 
 # The one gate, the same in CI. pytest prints each test file as it starts and a
 # running count; the 15 slowest tests are listed at the end.
-test: $(STAMP)  ## ruff, mypy and the whole suite (about 4 minutes on 2 cores)
-	@echo "make test: ruff, mypy, then every test: about 4 minutes on 2 cores"
+test: $(STAMP)  ## ruff, mypy and the whole suite (about 9 minutes on 2 cores)
+	@echo "make test: ruff, mypy, then about 1,400 tests: about 9 minutes on 2 cores"
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@echo "mypy, strict: about 30 s on a cold cache, seconds once .mypy_cache is warm"
@@ -16,10 +16,10 @@ test: $(STAMP)  ## ruff, mypy and the whole suite (about 4 minutes on 2 cores)
 	@echo "pytest: about 20 s to import and collect, then one line per test file"
 	$(VENV)/bin/pytest --durations=15
 
-# The edit loop, about 2 minutes on 2 cores: no servers, no child processes, no
+# The edit loop, about 3 minutes on 2 cores: no servers, no child processes, no
 # package build (tests/e2e, tests/deploy and the hostile batch suite are left to
 # make test).
-test-fast: $(STAMP)  ## ruff and the tests without servers (about 2 minutes)
+test-fast: $(STAMP)  ## ruff and the tests without servers (about 3 minutes)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -m "not e2e" --ignore=tests/deploy
 
