@@ -93,8 +93,9 @@ def floor(name: str) -> float:
 def turnout(name: str, cache_dir: str) -> float:
     import boto3
 
+    from chalicelib.model_files import ArtifactFiles
     from chalicelib.registry.versions import Registry
-    from chalicelib.sessions import ArtifactFiles, ModelCache
+    from chalicelib.sessions import ModelCache
 
     registry = Registry(boto3.client("s3"), BUCKET)
     cache = ModelCache(

@@ -25,11 +25,12 @@ from chalicelib.aliases.cache import AliasCache
 from chalicelib.background import BackgroundWork
 from chalicelib.config import Settings, function_memory_bytes, intra_op_threads
 from chalicelib.emf import MetricsLog
+from chalicelib.model_files import ArtifactFiles
 from chalicelib.observe import Observer, Observers
 from chalicelib.predictor import Predictor
 from chalicelib.registry.cache import ManifestCache
 from chalicelib.registry.versions import Registry
-from chalicelib.sessions import ArtifactFiles, ModelCache
+from chalicelib.sessions import ModelCache
 from chalicelib.shadow import ShadowRuns
 
 if TYPE_CHECKING:
@@ -276,18 +277,22 @@ class Container:
             return None
         from chalicelib.feedback import Feedback
 
-        metrics = self.metrics
         return Feedback(
-            self.s3,
-            settings.capture_bucket,
-            self.work,
-            on_failure=metrics.feedback_failed,
-            on_late=metrics.feedback_late,
-            flush_records=settings.capture_flush_records,
-            flush_seconds=settings.capture_flush_seconds,
-            wall_clock=self.wall_clock,
-            clock=self.clock,
+            self.s3, settings.capture_bucket, self.work, **self._label_writing()
         )
+
+    def _label_writing(self) -> dict[str, Any]:
+        """How labels are written, REST or batch: counted by the metrics, with
+        the capture's durability rule."""
+        settings = self.settings
+        return {
+            "on_failure": self.metrics.feedback_failed,
+            "on_late": self.metrics.feedback_late,
+            "flush_records": settings.capture_flush_records,
+            "flush_seconds": settings.capture_flush_seconds,
+            "wall_clock": self.wall_clock,
+            "clock": self.clock,
+        }
 
     def labels_file(self, key: str) -> dict[str, Any]:
         """File the labels file uploaded at ``key`` in the batch bucket (the
@@ -295,17 +300,8 @@ class Container:
         from chalicelib.feedback import file_labels_upload, label_buffer
 
         settings = self.settings
-        metrics = self.metrics
         buffer = label_buffer(
-            self.batch_s3,
-            settings.capture_bucket,
-            self.work,
-            on_failure=metrics.feedback_failed,
-            on_late=metrics.feedback_late,
-            flush_records=settings.capture_flush_records,
-            flush_seconds=settings.capture_flush_seconds,
-            wall_clock=self.wall_clock,
-            clock=self.clock,
+            self.batch_s3, settings.capture_bucket, self.work, **self._label_writing()
         )
         return file_labels_upload(
             self.batch_s3,

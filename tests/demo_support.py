@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chalicelib.sessions import ArtifactFiles
+from chalicelib.model_files import ArtifactFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"

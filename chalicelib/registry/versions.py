@@ -36,6 +36,8 @@ from chalicelib.errors import (
     VersionNotFoundError,
 )
 from chalicelib.evidence.baseline import Baseline, InvalidBaselineError
+from chalicelib.model_files import MODEL_FILE
+from chalicelib.model_header import external_data_locations
 from chalicelib.names import validate_model_name
 from chalicelib.registry.manifest import (
     DataFile,
@@ -44,14 +46,7 @@ from chalicelib.registry.manifest import (
     classifier_outputs,
     read_manifest,
 )
-from chalicelib.sessions import (
-    MODEL_FILE,
-    ModelInfo,
-    external_data_locations,
-    inspect_model,
-    sha256_file,
-    sha256_hex,
-)
+from chalicelib.sessions import ModelInfo, inspect_model, sha256_file, sha256_hex
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -430,7 +425,7 @@ class Registry:
 
     def open_artifact(self, manifest: Manifest) -> BinaryIO:
         """The artifact as stored, a stream to read and close: verify it as it is
-        read (``chalicelib.sessions.download``)."""
+        read (``chalicelib.model_files.download``)."""
         return self._open(
             manifest, layout.artifact_key(manifest.name, manifest.version)
         )

@@ -17,8 +17,9 @@ from typing import BinaryIO
 
 import numpy as np
 
+from chalicelib.model_files import ArtifactFiles
 from chalicelib.registry.manifest import Manifest
-from chalicelib.sessions import ArtifactFiles, ModelCache, open_session
+from chalicelib.sessions import ModelCache, open_session
 from tests.functional.onnx_support import identity_model
 
 

@@ -18,16 +18,11 @@ from chalice.test import Client
 
 from chalicelib.aliases.store import AliasStore
 from chalicelib.errors import InvalidModelError, ModelDoesNotFitError
+from chalicelib.model_files import ArtifactFiles
 from chalicelib.registry.deletion import delete_version
 from chalicelib.registry.manifest import DataFile, Manifest
 from chalicelib.registry.versions import Registry
-from chalicelib.sessions import (
-    ArtifactFiles,
-    ModelCache,
-    open_session,
-    sha256_file,
-    signature_of,
-)
+from chalicelib.sessions import ModelCache, open_session, sha256_file, signature_of
 from models.generated import WEIGHTS_FILE, matmul_chain
 from tests.demo_support import MODEL_BUCKET, ROOT, artifact_files
 from tests.functional.rest_support import post_json, serving_client, v2_request

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.model_files import ArtifactFiles
 from chalicelib.registry.manifest import Manifest
 from chalicelib.registry.versions import Registry
-from chalicelib.sessions import ArtifactFiles, ModelCache
+from chalicelib.sessions import ModelCache
 from tests.demo_support import artifact_files
 
 

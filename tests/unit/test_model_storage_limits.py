@@ -10,7 +10,7 @@ from typing import Any
 from onnx import TensorProto, helper
 
 from chalicelib.config import Settings, function_memory_bytes
-from chalicelib.sessions import external_data_locations
+from chalicelib.model_header import external_data_locations
 from tools.package import size_ephemeral_storage
 
 MIB = 1024 * 1024

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from chalicelib.errors import InvalidModelError
+from chalicelib.model_header import ModelHeader, read_model_header
 from chalicelib.registry.manifest import (
     ClassifierOutputs,
     Manifest,
@@ -15,7 +16,6 @@ from chalicelib.registry.manifest import (
     TensorSpec,
     classifier_outputs,
 )
-from chalicelib.sessions import ModelHeader, read_model_header
 from tests.demo_support import model_bytes
 
 # The demo models' signatures, as the registry reads them (see tests/functional).
